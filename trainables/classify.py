@@ -1,0 +1,501 @@
+"""Train and evaluate one configuration, without Ray.
+
+:func:`train` is the whole trial: data, model, optimiser, one checkpoint per epoch, selection
+of the best epoch on the validation split, and a single evaluation of that epoch's weights
+on the test split. The tuner's Ray trainable calls the same function, passing ``on_epoch``
+to report each epoch. ``python -m trainables.classify --root DIR --model resnet18 ...``
+runs it from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from trainables.augment import Normalize, eval_transform, train_transform
+from trainables.config import DataConfig, SplitConfig, TrialConfig
+from trainables.data.dataset import PreparedData, batched, prepare
+from trainables.metrics import detailed, summarize
+from trainables.models import Classifier, count_macs, count_parameters, create_model, loss_function
+
+CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
+EpochCallback = Callable[[dict, Path | None], None]
+
+
+def allocated_cpus() -> int:
+    """CPUs this process may use (Ray sets the affinity / OMP_NUM_THREADS of its workers)."""
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if omp and omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    return len(os.sched_getaffinity(0))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+class Batches:
+    """Batches of one split: images through the (optional) backbone-once feature cache."""
+
+    def __init__(self, loader_args: dict, features: tuple[torch.Tensor, torch.Tensor] | None):
+        self.loader_args, self.features = loader_args, features
+
+    def __len__(self) -> int:
+        n = len(self.features[1]) if self.features else len(self.loader_args["dataset"])
+        bs = self.loader_args["batch_size"]
+        return (n + bs - 1) // bs
+
+    def iterate(self, generator: torch.Generator | None, limit: int | None) -> Iterator:
+        """Yield (inputs, labels); shuffled with ``generator`` when it is given."""
+        if self.features is not None:
+            x, y = self.features
+            order = (
+                torch.randperm(len(y), generator=generator)
+                if generator is not None
+                else torch.arange(len(y))
+            )
+            batches = order.split(self.loader_args["batch_size"])
+            source = ((x[i], y[i]) for i in batches)
+        else:
+            source = iter(
+                DataLoader(
+                    **self.loader_args,
+                    shuffle=generator is not None,
+                    generator=generator,
+                    collate_fn=batched,
+                )
+            )
+        for n, batch in enumerate(source):
+            if limit is not None and n >= limit:
+                break
+            yield batch
+
+
+class Trial:
+    """The state of one training run (see :func:`train`)."""
+
+    def __init__(self, cfg: TrialConfig, data: PreparedData | None = None, log=print):
+        self.cfg, self.log = cfg, log
+        torch.set_num_threads(cfg.num_threads or allocated_cpus())
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.data = data or prepare(cfg.data, cfg.augmentation, cfg.num_threads)
+        self.num_classes = len(self.data.class_names)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        model = create_model(
+            cfg.model,
+            self.num_classes,
+            head=cfg.head,
+            transfer=cfg.transfer,
+            weights=cfg.weights,
+            image_size=cfg.data.image_size,
+            mlp_hidden=cfg.mlp_hidden,
+            dropout=cfg.dropout,
+        )
+        self.params, self.trainable_params = count_parameters(model)
+        self.macs = count_macs(model, cfg.data.image_size)
+        if self.device.type == "cuda":
+            model = model.to(self.device, memory_format=torch.channels_last)
+        self.model: Classifier = model
+        self.normalize = Normalize(*model.normalization).to(self.device)
+        self.loss_fn = loss_function(cfg.head)
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best: dict = {"epoch": 0, "val_acc": -1.0, "val_loss": float("inf")}
+        self.best_state: dict | None = None
+        self.backbone_once = cfg.transfer == "frozen" and cfg.augmentation == "none"
+        self.splits = self._splits()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        groups = self.model.param_groups(cfg.lr, cfg.backbone_lr_mult)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        cfg, opt = self.cfg, self.optimizer
+        if cfg.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+        if cfg.lr_schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+    def _splits(self) -> dict[str, Batches]:
+        cfg, size = self.cfg, self.cfg.data.image_size
+        workers = cfg.num_workers
+        if workers is None:
+            workers = 0 if cfg.augmentation == "none" else min(8, max(0, allocated_cpus() - 1))
+        out = {}
+        for split in ("train", "val", "test"):
+            aug = train_transform if split == "train" else eval_transform
+            dataset = self.data.dataset(split, aug(cfg.augmentation, size))
+            args = {
+                "dataset": dataset,
+                "batch_size": cfg.batch_size,
+                "num_workers": workers if split == "train" else 0,
+                "pin_memory": self.device.type == "cuda",
+                "persistent_workers": False,
+            }
+            out[split] = Batches(args, None)
+        if self.backbone_once:
+            for batches in out.values():
+                batches.features = self._features(batches)
+        return out
+
+    @torch.no_grad()
+    def _features(self, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the frozen backbone once over a split (deterministic: no augmentation)."""
+        self.model.eval()
+        feats, labels = [], []
+        for x, y in batches.iterate(None, None):
+            with self._autocast():
+                feats.append(self.model.backbone(self._input(x)).float())
+            labels.append(y.to(self.device))
+        return torch.cat(feats), torch.cat(labels)
+
+    # ------------------------------------------------------------------------- the loop
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x.to(self.device, non_blocking=True))
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backbone_once:
+            return self.model.head(x)
+        return self.model(self._input(x))
+
+    def _run_epoch(self) -> dict:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, self.epoch))
+        torch.manual_seed(_epoch_seed(cfg.seed + 1, self.epoch))
+        self.model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        start = time.perf_counter()
+        for x, y in self.splits["train"].iterate(gen, cfg.max_batches):
+            y = y.to(self.device)
+            with self._autocast():
+                out = self._forward(x)
+                loss = self.loss_fn(out.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total_loss += loss.item() * len(y)
+            correct += (out.argmax(1) == y).sum().item()
+            seen += len(y)
+        train_time = time.perf_counter() - start
+        lr = self.optimizer.param_groups[-1]["lr"]
+        self.scheduler.step()
+        self.epoch += 1
+        val = self.evaluate("val")
+        return {
+            "epoch": self.epoch,
+            "train_loss": total_loss / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "val_f1": val["f1"],
+            "val_kappa": val["kappa"],
+            "lr": lr,
+            "epoch_time_s": time.perf_counter() - start,
+            "images_per_s": seen / max(train_time, 1e-9),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, split: str, full: bool = False) -> dict:
+        """Loss and metrics of the current weights on ``split``."""
+        self.model.eval()
+        preds, targets, total_loss = [], [], 0.0
+        for x, y in self.splits[split].iterate(None, self.cfg.max_batches):
+            y = y.to(self.device)
+            with self._autocast():
+                out = self._forward(x).float()
+            total_loss += self.loss_fn(out, y).item() * len(y)
+            preds.append(out.argmax(1).cpu())
+            targets.append(y.cpu())
+        p = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+        t = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
+        metrics = (detailed if full else summarize)(p, t, self.num_classes)
+        metrics["loss"] = total_loss / max(len(t), 1)
+        return metrics
+
+    # ---------------------------------------------------------------------- checkpoints
+    def _meta(self) -> dict:
+        mean, std = self.model.normalization
+        return {
+            "model_name": self.cfg.model,
+            "normalization": [list(mean), list(std)],
+            "class_names": list(self.data.class_names),
+            "split_hash": self.data.split_hash,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def save(self, directory: Path) -> None:
+        """Write ``checkpoint.pt`` (resumable state) and ``best.pt`` (best weights)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            **self._meta(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best": self.best,
+            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
+        }
+        if torch.cuda.is_available():
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        _atomic_save(state, directory / CHECKPOINT)
+        if self.best_state is not None and (
+            self.best["epoch"] == self.epoch or not (directory / BEST).is_file()
+        ):
+            _atomic_save({**self._meta(), "model": self.best_state, **self.best}, directory / BEST)
+
+    def restore(self, directory: Path) -> None:
+        """Continue from a directory written by :meth:`save`."""
+        state = torch.load(directory / CHECKPOINT, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.history, self.best = state["epoch"], state["history"], state["best"]
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        if (directory / BEST).is_file():
+            best = torch.load(directory / BEST, map_location="cpu", weights_only=True)
+            self.best_state = best["model"]
+
+    # ------------------------------------------------------------------------------ run
+    def fit(
+        self, checkpoint_dir: Path | None = None, on_epoch: EpochCallback | None = None
+    ) -> dict:
+        """Train the remaining epochs, then test the best-validation weights once."""
+        cfg = self.cfg
+        train_start = time.perf_counter()
+        while self.epoch < cfg.epochs:
+            metrics = self._run_epoch()
+            if metrics["val_acc"] > self.best["val_acc"] or (
+                metrics["val_acc"] == self.best["val_acc"]
+                and metrics["val_loss"] < self.best["val_loss"]
+            ):
+                self.best = {k: metrics[k] for k in ("epoch", "val_acc", "val_loss")}
+                self.best.update(val_f1=metrics["val_f1"], val_kappa=metrics["val_kappa"])
+                self.best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+                }
+            metrics["best_epoch"], metrics["best_val_acc"] = (
+                self.best["epoch"],
+                self.best["val_acc"],
+            )
+            self.history.append(metrics)
+            self.log(_format_epoch(metrics, cfg.epochs))
+            final = self.epoch >= cfg.epochs
+            if final:
+                metrics.update(self.test())
+                metrics["train_time_s"] = sum(m["epoch_time_s"] for m in self.history)
+            if checkpoint_dir is not None:
+                self.save(checkpoint_dir)
+            if on_epoch is not None:
+                on_epoch(metrics, checkpoint_dir)
+        summary = self.summary()
+        summary["wall_time_s"] = time.perf_counter() - train_start
+        return summary
+
+    def test(self) -> dict:
+        """Evaluate the best-validation weights on the test split (the only test look)."""
+        if self.best_state is not None:
+            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.best_state)
+        result = self.evaluate("test", full=True)
+        if self.best_state is not None:
+            self.model.load_state_dict(current)
+        return {f"test_{k}": v for k, v in result.items()}
+
+    def summary(self) -> dict:
+        """Final figures of the trial (best epoch, test metrics, cost)."""
+        last = self.history[-1] if self.history else {}
+        out = {
+            "epochs_run": self.epoch,
+            "best_epoch": self.best["epoch"],
+            "best_val_acc": self.best["val_acc"],
+            "best_val_f1": self.best.get("val_f1"),
+            "best_val_kappa": self.best.get("val_kappa"),
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "macs": self.macs,
+            "split_hash": self.data.split_hash,
+            "class_names": list(self.data.class_names),
+            "train_time_s": sum(m["epoch_time_s"] for m in self.history),
+            "images_per_s": (
+                sum(m["images_per_s"] for m in self.history) / len(self.history)
+                if self.history
+                else None
+            ),
+        }
+        out.update({k: v for k, v in last.items() if k.startswith("test_")})
+        return out
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _format_epoch(m: dict, epochs: int) -> str:
+    return (
+        f"epoch {m['epoch']:>3}/{epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.3f}"
+        f" | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} f1 {m['val_f1']:.3f}"
+        f" kappa {m['val_kappa']:.3f} | {m['epoch_time_s']:.1f}s {m['images_per_s']:.0f} img/s"
+    )
+
+
+def train(
+    cfg: TrialConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    data: PreparedData | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train one configuration and return its summary.
+
+    Args:
+        cfg: The configuration.
+        checkpoint_dir: Where to write ``checkpoint.pt`` / ``best.pt`` after every epoch.
+        resume: A directory written earlier; training continues from its last epoch and
+            reproduces the uninterrupted run.
+        on_epoch: Called after every epoch with the metrics (the last epoch's include the
+            ``test_*`` figures) and the checkpoint directory.
+        data: Already prepared data (default: prepared from ``cfg.data``).
+        log: Where the per-epoch lines go.
+    """
+    trial = Trial(cfg, data, log)
+    if resume is not None and (Path(resume) / CHECKPOINT).is_file():
+        trial.restore(Path(resume))
+        log(f"resumed from {resume} after epoch {trial.epoch}")
+    return trial.fit(Path(checkpoint_dir) if checkpoint_dir else None, on_epoch)
+
+
+ReportFn = Callable[[dict, Path], None]
+
+
+def run_trial(
+    params: dict,
+    *,
+    data: DataConfig,
+    report: ReportFn,
+    checkpoint_dir: Path,
+    resume: bool,
+    num_threads: int | None = None,
+    pretrained: dict[str, str] | None = None,
+    max_batches: int | None = None,
+) -> dict:
+    """The search's entry point: one trial from a flat parameter dict.
+
+    Every epoch is passed to ``report`` with the trial's fixed figures (parameter counts,
+    MACs, split hash, class names) so that early-stopped trials carry them too.
+
+    Args:
+        params: TrialConfig fields (``weights: pretrain`` resolves through ``pretrained``).
+        data: The dataset.
+        report: Called with (metrics, checkpoint directory) after every epoch.
+        checkpoint_dir: Where checkpoints are written; with ``resume`` also read.
+        resume: Continue from ``checkpoint_dir``.
+        num_threads: CPU threads for this trial.
+        pretrained: Model name -> checkpoint of the spec's pretraining stage.
+        max_batches: Smoke-size switch (batches per split per epoch).
+    """
+    params = {k: v for k, v in params.items() if v is not None}
+    if params.get("weights") == "pretrain":
+        params["weights"] = (pretrained or {})[params["model"]]
+    cfg = TrialConfig(data=data, num_threads=num_threads, max_batches=max_batches, **params)
+    trial = Trial(cfg, log=lambda _: None)
+    fixed = {
+        "params": trial.params,
+        "trainable_params": trial.trainable_params,
+        "macs": trial.macs,
+        "split_hash": trial.data.split_hash,
+        "class_names": list(trial.data.class_names),
+    }
+    if resume and (checkpoint_dir / CHECKPOINT).is_file():
+        trial.restore(checkpoint_dir)
+    return trial.fit(checkpoint_dir, lambda m, d: report({**fixed, **m}, d))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trainables.classify``: train one configuration and print its epochs."""
+    parser = argparse.ArgumentParser(prog="python -m trainables.classify", description=__doc__)
+    parser.add_argument("--root", required=True, help="dataset folder")
+    parser.add_argument("--preset", default="folder")
+    parser.add_argument("--classes", nargs="+")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--split", nargs=3, type=float, default=(0.7, 0.1, 0.2))
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--cache-dir")
+    parser.add_argument("--checkpoint-dir")
+    parser.add_argument("--resume", help="checkpoint directory to continue from")
+    for name, field in TrialConfig.model_fields.items():
+        if name != "data":
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=field.description)
+    args = vars(parser.parse_args(argv))
+    try:
+        data_cfg = DataConfig(
+            preset=args.pop("preset"),
+            root=args.pop("root"),
+            classes=args.pop("classes"),
+            image_size=args.pop("image_size"),
+            split=SplitConfig(
+                **dict(zip(("train", "val", "test"), args.pop("split"), strict=True)),
+                seed=args.pop("split_seed"),
+            ),
+            cache_dir=args.pop("cache_dir"),
+        )
+        ckpt, resume = args.pop("checkpoint_dir"), args.pop("resume")
+        cfg = TrialConfig(data=data_cfg, **{k: v for k, v in args.items() if v is not None})
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = train(cfg, checkpoint_dir=ckpt, resume=resume)
+    print("\nsummary:")
+    for key in (
+        "best_epoch",
+        "best_val_acc",
+        "test_acc",
+        "test_f1",
+        "test_kappa",
+        "params",
+        "trainable_params",
+        "macs",
+        "train_time_s",
+        "split_hash",
+    ):
+        value = summary.get(key)
+        print(f"  {key:<17} {value:.4f}" if isinstance(value, float) else f"  {key:<17} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,393 @@
+"""The results store: one Parquet file per trial, written atomically by the driver.
+
+Layout under ``<results>/<experiment>/``::
+
+    trials/<trial_id>.parquet   one row per trial (TRIAL_SCHEMA)
+    epochs/<trial_id>.parquet   one row per trial x epoch (EPOCH_SCHEMA)
+    spec.yaml                   the resolved spec
+    manifest.csv                the split (file, label, class, split) of the dataset
+
+``pd.read_parquet(".../trials")`` reads the folder at any time: every file is written under a
+hidden temporary name and renamed into place, and readers skip hidden files. Paths may be
+local or a ``s3://`` / ``gs://`` URI (pyarrow's filesystem layer).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tuner.spec import PARAM_NAMES, param_type
+
+_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+#: Every trial-config parameter is a typed column (null where a trial did not set it).
+CONFIG_FIELDS = [pa.field(n, _ARROW[param_type(n)]) for n in PARAM_NAMES]
+
+TRIAL_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string()),
+        pa.field("trial_id", pa.string()),
+        pa.field("status", pa.string()),  # completed | early-stopped | error
+        pa.field("error", pa.string()),
+        pa.field("dataset", pa.string()),
+        *CONFIG_FIELDS,
+        pa.field("epochs_run", pa.int64()),
+        pa.field("best_epoch", pa.int64()),
+        pa.field("best_val_acc", pa.float64()),
+        pa.field("best_val_f1", pa.float64()),
+        pa.field("best_val_kappa", pa.float64()),
+        pa.field("test_acc", pa.float64()),
+        pa.field("test_f1", pa.float64()),
+        pa.field("test_kappa", pa.float64()),
+        pa.field("test_per_class_acc", pa.list_(pa.float64())),
+        pa.field("test_confusion", pa.list_(pa.list_(pa.int64()))),
+        pa.field("class_names", pa.list_(pa.string())),
+        pa.field("params", pa.int64()),
+        pa.field("trainable_params", pa.int64()),
+        pa.field("macs", pa.int64()),
+        pa.field("train_time_s", pa.float64()),
+        pa.field("images_per_s", pa.float64()),
+        pa.field("node", pa.string()),
+        pa.field("cpus", pa.float64()),
+        pa.field("gpu_fraction", pa.float64()),
+        pa.field("retries", pa.int64()),
+        pa.field("checkpoint", pa.string()),
+        pa.field("split_hash", pa.string()),
+        pa.field("start_time", TIMESTAMP),
+        pa.field("end_time", TIMESTAMP),
+    ]
+)
+
+EPOCH_SCHEMA = pa.schema(
+    [
+        pa.field("experiment", pa.string()),
+        pa.field("trial_id", pa.string()),
+        pa.field("epoch", pa.int64()),
+        pa.field("train_loss", pa.float64()),
+        pa.field("train_acc", pa.float64()),
+        pa.field("val_loss", pa.float64()),
+        pa.field("val_acc", pa.float64()),
+        pa.field("val_f1", pa.float64()),
+        pa.field("val_kappa", pa.float64()),
+        pa.field("lr", pa.float64()),
+        pa.field("epoch_time_s", pa.float64()),
+        pa.field("images_per_s", pa.float64()),
+        pa.field("best_epoch", pa.int64()),
+        pa.field("best_val_acc", pa.float64()),
+        pa.field("node", pa.string()),
+        pa.field("time", TIMESTAMP),
+    ]
+)
+
+TRIALS, EPOCHS = "trials", "epochs"
+
+
+class CorruptResultsError(RuntimeError):
+    """Some result files could not be read; they were moved aside (see message)."""
+
+
+# -------------------------------------------------------------------------------- writing
+def filesystem(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """pyarrow filesystem and path for a local path or a ``s3://`` / ``gs://`` URI."""
+    text = str(uri)
+    if "://" in text:
+        return pafs.FileSystem.from_uri(text)
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+
+
+def _coerce(value, typ: pa.DataType):
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value) and not pa.types.is_floating(typ):
+        return None
+    if pa.types.is_integer(typ):
+        return int(value)
+    if pa.types.is_floating(typ):
+        return float(value)
+    if pa.types.is_string(typ):
+        return str(value)
+    return value
+
+
+def to_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts; missing keys are null, extra keys ignored) as a table of ``schema``."""
+    columns = {
+        f.name: pa.array([_coerce(r.get(f.name), f.type) for r in rows], type=f.type)
+        for f in schema
+    }
+    return pa.table(columns, schema=schema)
+
+
+def write_atomic(table: pa.Table, uri: str, fs: pafs.FileSystem | None = None) -> None:
+    """Write a Parquet file so that no reader ever sees it half-written.
+
+    Written under a hidden name in the same folder (ignored by dataset readers), then moved
+    into place; object stores publish an object only once its upload is complete.
+    """
+    if fs is None:
+        fs, uri = filesystem(uri)
+    parent, name = uri.rsplit("/", 1)
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(table, tmp, filesystem=fs)
+        os.replace(tmp, uri)
+    else:
+        pq.write_table(table, uri, filesystem=fs)
+
+
+class ResultsStore:
+    """The trials / epochs tables of one experiment folder."""
+
+    def __init__(self, root: str | Path, experiment: str):
+        self.fs, base = filesystem(root)
+        self.experiment = experiment
+        self.dir = f"{base}/{experiment}"
+
+    def write_trial(self, row: dict) -> None:
+        """Write (or replace) the row of one trial."""
+        row = {**row, "experiment": self.experiment}
+        write_atomic(
+            to_table([row], TRIAL_SCHEMA),
+            f"{self.dir}/{TRIALS}/{_safe(row['trial_id'])}.parquet",
+            self.fs,
+        )
+
+    def write_epochs(self, trial_id: str, rows: list[dict]) -> None:
+        """Write (or replace) every epoch row of one trial; one row per epoch."""
+        by_epoch = {
+            int(r["epoch"]): {**r, "experiment": self.experiment, "trial_id": trial_id}
+            for r in rows
+        }
+        ordered = [by_epoch[e] for e in sorted(by_epoch)]
+        write_atomic(
+            to_table(ordered, EPOCH_SCHEMA),
+            f"{self.dir}/{EPOCHS}/{_safe(trial_id)}.parquet",
+            self.fs,
+        )
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write a small text file (spec, manifest) atomically."""
+        self.fs.create_dir(self.dir, recursive=True)
+        path = f"{self.dir}/{name}"
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            tmp = f"{self.dir}/.{name}.{uuid.uuid4().hex}.tmp"
+            Path(tmp).write_text(text)
+            os.replace(tmp, path)
+        else:
+            with self.fs.open_output_stream(path) as out:
+                out.write(text.encode())
+
+    def has_results(self) -> bool:
+        """Whether this experiment folder already holds results or a spec."""
+        info = self.fs.get_file_info(
+            [f"{self.dir}/spec.yaml", f"{self.dir}/{TRIALS}", f"{self.dir}/{EPOCHS}"]
+        )
+        return any(i.type != pafs.FileType.NotFound for i in info)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# -------------------------------------------------------------------------------- reading
+def _read_table(fs: pafs.FileSystem, folder: str, schema: pa.Schema) -> tuple[pd.DataFrame, list]:
+    """Read every Parquet file of a folder; unreadable ones are returned, not dropped."""
+    info = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    tables, bad = [], []
+    for f in sorted(info, key=lambda i: i.path):
+        name = f.base_name
+        if (
+            f.type != pafs.FileType.File
+            or name.startswith((".", "_"))
+            or not name.endswith(".parquet")
+        ):
+            continue
+        try:
+            tables.append(pq.read_table(f.path, filesystem=fs, schema=schema))
+        except (pa.ArrowInvalid, OSError) as err:
+            bad.append((f.path, str(err)))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return table.to_pandas(types_mapper=_pandas_types), bad
+
+
+def _pandas_types(typ: pa.DataType):
+    if pa.types.is_integer(typ):
+        return pd.Int64Dtype()
+    if pa.types.is_string(typ):
+        return pd.StringDtype()
+    if pa.types.is_boolean(typ):
+        return pd.BooleanDtype()
+    return None
+
+
+def quarantine(fs: pafs.FileSystem, bad: list[tuple[str, str]]) -> list[str]:
+    """Move unreadable result files to a ``_quarantine/`` folder beside them."""
+    moved = []
+    for path, _ in bad:
+        parent, name = path.rsplit("/", 1)
+        dest = f"{parent}/_quarantine"
+        fs.create_dir(dest, recursive=True)
+        fs.move(path, f"{dest}/{name}")
+        moved.append(f"{dest}/{name}")
+    return moved
+
+
+def load(
+    experiment_dir: str | Path, *, on_corrupt: str = "raise"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trials and epochs tables of one experiment folder.
+
+    Args:
+        experiment_dir: ``<results>/<experiment>``.
+        on_corrupt: What to do with unreadable (e.g. truncated) files: ``raise`` a
+            :class:`CorruptResultsError` listing them, ``quarantine`` them (moved to
+            ``_quarantine/`` and counted in a warning) or ``warn`` and skip them.
+
+    Returns:
+        ``(trials, epochs)`` DataFrames with the documented columns and dtypes.
+    """
+    fs, base = filesystem(experiment_dir)
+    trials, bad_t = _read_table(fs, f"{base}/{TRIALS}", TRIAL_SCHEMA)
+    epochs, bad_e = _read_table(fs, f"{base}/{EPOCHS}", EPOCH_SCHEMA)
+    bad = bad_t + bad_e
+    if bad:
+        listed = "\n".join(f"  {p}: {e}" for p, e in bad)
+        if on_corrupt == "raise":
+            raise CorruptResultsError(
+                f"{len(bad)} unreadable result file(s) under {base}:\n{listed}\n"
+                "re-run with on_corrupt='quarantine' (CLI: --quarantine) to move them aside"
+            )
+        import warnings
+
+        if on_corrupt == "quarantine":
+            moved = quarantine(fs, bad)
+            warnings.warn(
+                f"quarantined {len(moved)} unreadable result file(s):\n{listed}", stacklevel=2
+            )
+        else:
+            warnings.warn(f"skipped {len(bad)} unreadable result file(s):\n{listed}", stacklevel=2)
+    return trials, epochs
+
+
+# -------------------------------------------------------------------------------- ranking
+METRICS = ("test_acc", "test_f1", "test_kappa", "best_val_acc", "best_val_f1", "best_val_kappa")
+#: Columns that identify a configuration apart from its seed.
+IDENTITY_EXCLUDE = {"seed"}
+
+
+def config_columns(trials: pd.DataFrame) -> list[str]:
+    """Parameter columns that vary across the trials (plus model, which always shows)."""
+    cols = [c for c in ("dataset", *PARAM_NAMES) if c in trials.columns]
+    varying = [c for c in cols if trials[c].astype("string").nunique(dropna=False) > 1]
+    if "model" in cols and "model" not in varying and trials["model"].notna().any():
+        varying.insert(0, "model")
+    return varying
+
+
+def rank(
+    trials: pd.DataFrame,
+    by: str = "test_acc",
+    group: Sequence[str] | None = None,
+    top: int | None = 10,
+    ascending: bool = False,
+) -> pd.DataFrame:
+    """Rank configurations by a metric, mean ± std over seeds where configurations repeat.
+
+    Args:
+        trials: The trials table (any status; only rows with ``by`` set are ranked).
+        by: Metric column to sort on.
+        group: Columns that define a configuration (default: every varying parameter
+            column except ``seed``).
+        top: Rows to return (``None``: all).
+        ascending: Sort ascending (for losses).
+
+    Returns:
+        One row per configuration: the group columns, ``n`` (trials), ``<metric>_mean`` and
+        ``<metric>_std`` for the metrics present, mean params / MACs / train time.
+    """
+    if by not in trials.columns:
+        raise KeyError(f"unknown metric column {by!r}; columns: {', '.join(trials.columns)}")
+    scored = trials[trials[by].notna()]
+    if group is None:
+        group = [c for c in config_columns(trials) if c not in IDENTITY_EXCLUDE]
+    missing = [c for c in group if c not in trials.columns]
+    if missing:
+        raise KeyError(f"unknown group column(s) {missing}; columns: {', '.join(trials.columns)}")
+    if scored.empty:
+        return pd.DataFrame(columns=[*group, "n", f"{by}_mean", f"{by}_std"])
+    metrics = [
+        m for m in dict.fromkeys((by, *METRICS)) if m in scored.columns and scored[m].notna().any()
+    ]
+    extras = [c for c in ("params", "macs", "train_time_s") if c in scored.columns]
+    keyed = scored.copy()
+    for c in group:
+        keyed[c] = keyed[c].astype("string").fillna("—")
+    agg = keyed.groupby(list(group), dropna=False, sort=False)
+    out = agg.size().rename("n").to_frame()
+    for m in metrics:
+        out[f"{m}_mean"] = agg[m].mean()
+        out[f"{m}_std"] = agg[m].std(ddof=1)
+    for c in extras:
+        out[c] = agg[c].mean()
+    out = out.reset_index().sort_values(f"{by}_mean", ascending=ascending, kind="stable")
+    out = out.reset_index(drop=True)
+    return out.head(top) if top else out
+
+
+def format_ranking(table: pd.DataFrame, by: str) -> str:
+    """Plain-text ranking with ``mean ± std`` cells."""
+    if table.empty:
+        return "(no scored trials yet)"
+    shown = pd.DataFrame(index=table.index)
+    metric_cols = {c[: -len("_mean")] for c in table.columns if c.endswith("_mean")}
+    for c in table.columns:
+        if c.endswith(("_mean", "_std")) or table[c].isna().all():
+            continue
+        shown[c] = [_fmt(v) for v in table[c]]
+    for m in [by, *sorted(metric_cols - {by})]:
+        if m not in metric_cols or not m.startswith("test_") and m != by:
+            continue
+        mean, std = table[f"{m}_mean"], table[f"{m}_std"]
+        shown[m] = [
+            f"{a:.4f}" + (f" ± {s:.4f}" if pd.notna(s) else "")
+            for a, s in zip(mean, std, strict=True)
+        ]
+    for c in ("params", "macs"):
+        if c in shown:
+            shown[c] = [_si(v) for v in shown[c]]
+    if "train_time_s" in shown:
+        shown["train_time_s"] = [f"{v:.1f}" for v in shown["train_time_s"]]
+    shown.index = range(1, len(shown) + 1)
+    return shown.to_string()
+
+
+def _fmt(v) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    try:
+        return f"{float(v):.4g}" if "." in str(v) and float(v) != int(float(v)) else str(v)
+    except ValueError:
+        return str(v)
+
+
+def _si(v) -> str:
+    if v is None or pd.isna(v):
+        return "—"
+    v = float(v)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= div:
+            return f"{v / div:.4g}{unit}"
+    return f"{v:.0f}"

@@ -1,0 +1,475 @@
+"""Ray Tune assembly: the only module of the search that imports ``ray``.
+
+:func:`run_search` turns a validated :class:`~tuner.spec.Spec` into a ``tune.Tuner`` with
+Optuna's TPE (or a grid), ASHA (or no scheduler), per-trial resources, failure retries from
+the last checkpoint, and two driver-side callbacks: :class:`ResultsCallback` writes the
+Parquet tables as trials report and end, :class:`LiveView` prints a compact status line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+# Before ray is imported: no TensorBoard/CSV/JSON loggers (the Parquet store is the record),
+# and experiment snapshots every second so a killed driver loses little.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune import Callback, Checkpoint  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+from ray.tune.search import ConcurrencyLimiter  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+
+from tuner.results import ResultsStore  # noqa: E402
+from tuner.spec import OptunaSpace, Spec, grid_cells  # noqa: E402
+
+TRAINABLES = {"classify": "trainables.classify", "toy": "trainables.toy"}
+RAY_DIR = "tune"
+
+
+# ------------------------------------------------------------------------------ packing
+@dataclass
+class Packing:
+    """How trials share this machine or cluster.
+
+    Attributes:
+        cpu: CPUs per trial.
+        gpu: GPU share per trial (0.25: four trials per GPU).
+        concurrent: Trials at once (``None``: as many as resources allow).
+        note: One line for the user.
+    """
+
+    cpu: float
+    gpu: float
+    concurrent: int | None
+    note: str
+
+
+def plan_packing(spec: Spec, *, laptop: bool, cpus: int, gpus: float, per_gpu: int) -> Packing:
+    """Resources per trial.
+
+    Without ``laptop`` the spec's ``resources`` are used as written. In laptop mode, trials
+    are packed onto this machine: with GPUs, ``per_gpu`` trials share each GPU (or the
+    spec's fractional ``gpu``) and the cores are split between them; without a GPU the
+    cores are split between ``search.max_concurrent`` trials (default: one per core).
+    """
+    res, limit = spec.resources, spec.search.max_concurrent
+    if not laptop:
+        gpu = res.gpu if gpus else 0.0
+        note = f"{res.cpu:g} CPU" + (f" + {gpu:g} GPU" if gpu else "") + " per trial"
+        if res.gpu and not gpus:
+            note += f" (spec asks gpu: {res.gpu:g} but no GPU is visible: trials use the CPU)"
+        return Packing(res.cpu, gpu, limit, note)
+    if gpus:
+        share = res.gpu if 0 < res.gpu < 1 else 1 / per_gpu
+        slots = int(round(gpus / share))
+        concurrent = min(limit or slots, slots)
+        cpu = max(1, cpus // max(concurrent, 1))
+        note = (
+            f"laptop mode: {gpus:g} GPU(s), {cpus} CPUs -> {concurrent} trials at once, "
+            f"each {share:g} GPU + {cpu} CPU"
+        )
+        return Packing(float(cpu), share, concurrent, note)
+    concurrent = min(limit or cpus, cpus)
+    cpu = max(1, cpus // concurrent)
+    note = f"laptop mode: no GPU, {cpus} CPUs -> {concurrent} trials at once, {cpu} CPU each"
+    return Packing(float(cpu), 0.0, concurrent, note)
+
+
+# ----------------------------------------------------------------------------- trainable
+def flat_params(config: dict) -> dict:
+    """Trial parameters from a Tune config (grid cells arrive nested under ``cell``)."""
+    out = dict(config.get("cell") or {})
+    out.update({k: v for k, v in config.items() if k != "cell"})
+    return out
+
+
+def _jsonable(metrics: dict) -> dict:
+    return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in metrics.items()}
+
+
+def _trainable(
+    config: dict,
+    *,
+    kind: str,
+    data: dict | None,
+    pretrained: dict,
+    cpus: float,
+    max_batches: int | None,
+):
+    """The Ray Tune function trainable: restore, train, report every epoch."""
+    from trainables.config import DataConfig
+
+    module = importlib.import_module(TRAINABLES[kind])
+    restored = tune.get_checkpoint()
+    with tempfile.TemporaryDirectory(prefix="tuner-trial-") as work:
+        work_dir = Path(work)
+        if restored is not None:
+            with restored.as_directory() as src:
+                shutil.copytree(src, work_dir, dirs_exist_ok=True)
+
+        def report(metrics: dict, directory: Path) -> None:
+            tune.report(_jsonable(metrics), checkpoint=Checkpoint.from_directory(str(directory)))
+
+        module.run_trial(
+            flat_params(config),
+            data=DataConfig.model_validate(data) if data else None,
+            report=report,
+            checkpoint_dir=work_dir,
+            resume=restored is not None,
+            num_threads=max(1, int(cpus)),
+            pretrained=pretrained,
+            max_batches=max_batches,
+        )
+
+
+# ----------------------------------------------------------------------------- callbacks
+def _utc(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, tz=timezone.utc) if ts else None
+
+
+def _status(trial, last: dict, epochs: int) -> str:
+    if trial.status == "ERROR":
+        return "error"
+    done = int(last.get("epoch") or 0)
+    return "completed" if done >= epochs and last.get("test_acc") is not None else "early-stopped"
+
+
+class ResultsCallback(Callback):
+    """Writes the trials and epochs Parquet tables from the driver as results arrive.
+
+    Epoch rows are keyed by epoch, so a trial retried from its last checkpoint replaces,
+    never duplicates, the epochs it runs again; a resumed search reads back the rows
+    already written before adding to them.
+    """
+
+    def __init__(self, results_root: str, spec: Spec, packing: Packing):
+        self.results_root, self.spec, self.packing = results_root, spec, packing
+        self.setup()
+
+    def setup(self, **info) -> None:
+        self.store = ResultsStore(self.results_root, self.spec.experiment)
+        self.epochs: dict[str, dict[int, dict]] = {}
+        self.last: dict[str, dict] = {}
+        self.started: dict[str, float] = {}
+
+    def _epoch_rows(self, trial_id: str) -> dict[int, dict]:
+        if trial_id not in self.epochs:
+            import pandas as pd
+
+            path = f"{self.store.dir}/epochs/{trial_id}.parquet"
+            rows: dict[int, dict] = {}
+            info = self.store.fs.get_file_info(path)
+            if info.type.name == "File":
+                import pyarrow.parquet as pq
+
+                old = pq.read_table(path, filesystem=self.store.fs).to_pandas()
+                old = old.astype(object).where(pd.notna(old), None)
+                rows = {int(r["epoch"]): dict(r) for _, r in old.iterrows()}
+            self.epochs[trial_id] = rows
+        return self.epochs[trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.started.setdefault(trial.trial_id, time.time())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        rows = self._epoch_rows(trial.trial_id)
+        row = {
+            **result,
+            "node": result.get("hostname") or result.get("node_ip"),
+            "time": _utc(result.get("timestamp")),
+        }
+        rows[int(result["epoch"])] = row
+        self.last[trial.trial_id] = result
+        self.store.write_epochs(trial.trial_id, list(rows.values()))
+
+    def _trial_row(self, trial, status: str, error: str | None = None) -> dict:
+        last = self.last.get(trial.trial_id, {})
+        if not last and trial.last_result:
+            last = trial.last_result
+        params = flat_params(trial.config)
+        decoded = {
+            k: json.loads(last[k])
+            for k in ("test_per_class_acc", "test_confusion", "class_names")
+            if isinstance(last.get(k), str)
+        }
+        checkpoint = trial.checkpoint
+        epochs_done = int(last.get("epoch") or 0)
+        row = {
+            **params,
+            **last,
+            **decoded,
+            "trial_id": trial.trial_id,
+            "status": status,
+            "error": error,
+            "dataset": self.spec.dataset.preset if self.spec.dataset else self.spec.trainable,
+            "epochs_run": epochs_done,
+            "best_val_f1": None,
+            "best_val_kappa": None,
+            "node": last.get("hostname") or last.get("node_ip"),
+            "cpus": self.packing.cpu,
+            "gpu_fraction": self.packing.gpu,
+            "retries": trial.num_failures,
+            "checkpoint": checkpoint.path if checkpoint is not None else None,
+            "start_time": _utc(self.started.get(trial.trial_id) or trial.run_metadata.start_time),
+            "end_time": _utc(time.time()),
+        }
+        best = self._epoch_rows(trial.trial_id).get(int(last.get("best_epoch") or 0))
+        if best:
+            row["best_val_f1"], row["best_val_kappa"] = best.get("val_f1"), best.get("val_kappa")
+        if status != "completed":
+            for k in ("test_acc", "test_f1", "test_kappa", "test_per_class_acc", "test_confusion"):
+                row[k] = None
+        if "train_time_s" not in last:
+            row["train_time_s"] = sum(
+                (r.get("epoch_time_s") or 0.0) for r in self._epoch_rows(trial.trial_id).values()
+            )
+        epochs = params.get("epochs") or self.spec.max_epochs
+        row["epochs"] = epochs
+        return row
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = self.last.get(trial.trial_id) or trial.last_result or {}
+        epochs = int(flat_params(trial.config).get("epochs") or self.spec.max_epochs)
+        self.store.write_trial(self._trial_row(trial, _status(trial, last, epochs)))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        error = None
+        err = trial.get_error()
+        if err is not None:
+            error = str(err).strip()[-4000:]
+        self.store.write_trial(self._trial_row(trial, "error", error or "trial failed"))
+
+
+class LiveView(Callback):
+    """A compact status line: running / finished / stopped early / failed, best, elapsed."""
+
+    def __init__(self, spec: Spec, every_s: float = 10.0, stream=None):
+        self.spec, self.every_s, self.stream = spec, every_s, stream
+        self.setup()
+
+    def setup(self, **info) -> None:
+        self.t0 = time.time()
+        self.last_print = 0.0
+        self.counts = {"completed": 0, "early-stopped": 0, "error": 0}
+        self.best: tuple[float, str] | None = None
+        self.running = 0
+
+    def _describe(self, trial) -> str:
+        p = flat_params(trial.config)
+        keys = [q.name for q in self.spec.searched if q.name in p]
+        return " ".join(f"{k}={_short(p[k])}" for k in keys) or trial.trial_id
+
+    def _print(self, text: str) -> None:
+        out = self.stream or sys.stdout
+        elapsed = int(time.time() - self.t0)
+        out.write(f"[{elapsed // 60:>3}:{elapsed % 60:02d}] {text}\n")
+        out.flush()
+
+    def status_line(self) -> str:
+        c = self.counts
+        best = ""
+        if self.best:
+            best = f" | best {self.spec.search.metric} {self.best[0]:.4f} ({self.best[1]})"
+        return (
+            f"running {self.running} | finished {c['completed']} | "
+            f"stopped early {c['early-stopped']} | failed {c['error']}{best}"
+        )
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        metric = self.spec.search.metric
+        value = result.get(metric)
+        if value is not None:
+            better = self.best is None or (
+                value > self.best[0] if self.spec.search.mode == "max" else value < self.best[0]
+            )
+            if better:
+                self.best = (value, self._describe(trial))
+
+    def _ended(self, trial, status: str) -> None:
+        self.counts[status] += 1
+        last = trial.last_result or {}
+        m = self.spec.search.metric
+        figure = f"{m} {last[m]:.4f} after {last.get('epoch')} epochs" if m in last else ""
+        self._print(f"{status:<13} {self._describe(trial)}  {figure}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = trial.last_result or {}
+        epochs = int(flat_params(trial.config).get("epochs") or self.spec.max_epochs)
+        self._ended(trial, _status(trial, last, epochs))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial, "error")
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        self.running = sum(t.status == "RUNNING" for t in trials)
+        if time.time() - self.last_print >= self.every_s:
+            self.last_print = time.time()
+            self._print(self.status_line())
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.running = 0
+        self._print(self.status_line())
+
+
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------------- ray
+def init_ray(address: str | None, *, num_cpus: int | None, num_gpus: float | None) -> dict:
+    """Start (local) or join (``address``) Ray; returns the cluster's resources."""
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    quiet = {"log_to_driver": False, "configure_logging": True, "logging_level": "ERROR"}
+    if address:
+        ray.init(address=address, **quiet)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            object_store_memory=256 * 1024**2,
+            **quiet,
+        )
+    return ray.cluster_resources()
+
+
+def visible_gpus(resources: dict) -> float:
+    """GPUs Ray can schedule (logical GPUs count, so tests can declare them)."""
+    return float(resources.get("GPU", 0.0))
+
+
+def experiment_path(results_root: str, experiment: str) -> str:
+    """Where Ray keeps its experiment state (trial checkpoints, searcher snapshots)."""
+    from tuner.results import filesystem
+
+    _, base = filesystem(results_root)
+    scheme = str(results_root).split("://", 1)[0] + "://" if "://" in str(results_root) else ""
+    return f"{scheme}{base}/{experiment}"
+
+
+def can_resume(results_root: str, experiment: str) -> bool:
+    """Whether Ray's state for this experiment exists (a search to continue)."""
+    return tune.Tuner.can_restore(f"{experiment_path(results_root, experiment)}/{RAY_DIR}")
+
+
+def build_tuner(
+    spec: Spec,
+    *,
+    results_root: str,
+    packing: Packing,
+    pretrained: dict[str, str],
+    resume: bool,
+    callbacks: list[Callback],
+    max_batches: int | None = None,
+) -> tune.Tuner:
+    """Assemble (or restore) the ``tune.Tuner`` of a spec."""
+    data = spec.dataset.model_dump(mode="json") if spec.dataset else None
+    fn = tune.with_parameters(
+        _trainable,
+        kind=spec.trainable,
+        data=data,
+        pretrained=pretrained,
+        cpus=packing.cpu,
+        max_batches=max_batches,
+    )
+    fn = tune.with_resources(fn, {"cpu": packing.cpu, "gpu": packing.gpu})
+    base = experiment_path(results_root, spec.experiment)
+    if resume:
+        return tune.Tuner.restore(
+            f"{base}/{RAY_DIR}", fn, resume_unfinished=True, resume_errored=True
+        )
+    s = spec.search
+    scheduler = None
+    if spec.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=spec.max_epochs,
+            grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    if s.algorithm == "grid":
+        param_space = {"cell": tune.grid_search(grid_cells(spec))}
+        search_alg, num_samples = None, 1
+    else:
+        space = OptunaSpace(spec.params, s.seed_list[0])
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.TPESampler(seed=s.sampler_seed)
+        search_alg = OptunaSearch(space, metric=s.metric, mode=s.mode, sampler=sampler)
+        if packing.concurrent:
+            search_alg = ConcurrencyLimiter(search_alg, max_concurrent=packing.concurrent)
+        param_space, num_samples = {}, s.num_samples
+    return tune.Tuner(
+        fn,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=s.metric,
+            mode=s.mode,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            reuse_actors=True,
+            max_concurrent_trials=packing.concurrent if s.algorithm == "grid" else None,
+        ),
+        run_config=tune.RunConfig(
+            name=RAY_DIR,
+            storage_path=base,
+            callbacks=callbacks,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
+def run_search(
+    spec: Spec,
+    *,
+    results_root: str,
+    packing: Packing,
+    pretrained: dict[str, str],
+    resume: bool = False,
+    stream=None,
+    status_every_s: float = 10.0,
+    max_batches: int | None = None,
+) -> None:
+    """Run the search to the end; results land in the Parquet store as trials end."""
+    callbacks = [
+        ResultsCallback(results_root, spec, packing),
+        LiveView(spec, every_s=status_every_s, stream=stream),
+    ]
+    tuner = build_tuner(
+        spec,
+        results_root=results_root,
+        packing=packing,
+        pretrained=pretrained,
+        resume=resume,
+        callbacks=callbacks,
+        max_batches=max_batches,
+    )
+    tuner.fit()
+
+
+def node_name() -> str:
+    """This machine's host name (recorded with results)."""
+    return socket.gethostname()

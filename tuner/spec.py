@@ -1,0 +1,631 @@
+"""The search spec: one YAML file, validated strictly before Ray starts.
+
+A spec names the experiment, the dataset, the factors and hyperparameters, the search, the
+scheduler and the resources. Every factor or hyperparameter is one of::
+
+    lr: 0.001                                   # fixed
+    batch_size: [16, 32, 64]                    # choices (grid: every one; optuna: categorical)
+    lr: {loguniform: [1.0e-5, 1.0e-2]}          # range: uniform | loguniform | int | logint
+    backbone_lr_mult: {values: [0.1, 1.0], when: {transfer: finetune}}   # conditional
+
+Errors name the YAML path of the bad key (``hyperparameters.lr.loguniform: ...``) and are
+raised as :class:`SpecError`; the CLI turns them into exit status 2 before anything is
+created. ``${VAR}`` and ``${VAR:-default}`` in string values expand from the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from trainables.config import DataConfig, TrialConfig
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+RANGE_KINDS = ("uniform", "loguniform", "int", "logint")
+#: TrialConfig fields a spec may not set per trial (they come from the resources or the CLI).
+NOT_PARAMS = ("data", "num_threads", "num_workers", "max_batches")
+PARAM_NAMES = tuple(n for n in TrialConfig.model_fields if n not in NOT_PARAMS)
+FACTOR_NAMES = ("model", "transfer", "weights", "augmentation", "head")
+
+
+class SpecError(ValueError):
+    """An invalid spec; the message starts with the YAML path of the bad key."""
+
+
+# ------------------------------------------------------------------------------------ YAML
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML loader that refuses duplicate keys."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise SpecError(
+                f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                f"(first at line {seen[key]}); each key may appear once"
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, path: str) -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise SpecError(
+            f"{path}: environment variable {name} is not set; set it or write ${{{name}:-default}}"
+        )
+
+    return _ENV_RE.sub(sub, value)
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``--set a.b.c=value`` (value parsed as YAML) to the raw spec in place."""
+    if "=" not in assignment:
+        raise SpecError(f"--set {assignment!r}: expected KEY=VALUE, e.g. search.num_samples=4")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise SpecError(f"--set {assignment!r}: empty key segment in {key!r}")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = yaml.load(text, Loader=_UniqueKeyLoader) if text else ""
+
+
+def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read a spec file with the safe loader, apply ``--set`` overrides, expand variables."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {str(path)!r} does not exist")
+    try:
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the spec must be a mapping of keys, not {type(raw).__name__}")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return _expand(raw, "")
+
+
+# ---------------------------------------------------------------------------- parameters
+class Param(BaseModel):
+    """One factor or hyperparameter after parsing.
+
+    Attributes:
+        name: Parameter name (a :class:`~trainables.config.TrialConfig` field).
+        kind: ``fixed``, ``choice`` or one of :data:`RANGE_KINDS`.
+        values: The fixed value (one item), the choices, or the (low, high) bounds.
+        when: Condition: the parameter applies only where each named parameter has one of
+            the listed values (otherwise the trial uses the default).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    kind: str
+    values: tuple[Any, ...]
+    when: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+
+    @property
+    def searched(self) -> bool:
+        """Whether the parameter takes more than one value."""
+        return self.kind != "fixed" and not (self.kind == "choice" and len(self.values) == 1)
+
+    def applies(self, config: dict) -> bool:
+        """Whether the ``when`` condition holds for ``config``."""
+        return all(config.get(k) in v for k, v in self.when.items())
+
+
+def _field_type(name: str) -> type:
+    """Python type of a TrialConfig field (``str`` for Literals, unwraps Optional)."""
+    ann = TrialConfig.model_fields[name].annotation
+    if typing.get_origin(ann) is Literal:
+        return str
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    return args[0] if args else ann
+
+
+def param_type(name: str) -> type:
+    """The value type of a parameter: used for the typed Parquet columns."""
+    return _field_type(name)
+
+
+def _parse_param(path: str, name: str, raw: Any) -> Param:
+    if name not in PARAM_NAMES:
+        hint = difflib.get_close_matches(name, PARAM_NAMES, n=3)
+        did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+        raise SpecError(
+            f"{path}: unknown parameter {name!r}{did} Parameters: {', '.join(PARAM_NAMES)}"
+        )
+    when: dict[str, tuple] = {}
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        cond = raw.pop("when", None)
+        if cond is not None:
+            if not isinstance(cond, dict) or not cond:
+                raise SpecError(f"{path}.when: expected a mapping like {{transfer: finetune}}")
+            for k, v in cond.items():
+                if k not in PARAM_NAMES:
+                    raise SpecError(f"{path}.when: unknown parameter {k!r}")
+                when[k] = tuple(v) if isinstance(v, list) else (v,)
+        kinds = [k for k in raw if k in (*RANGE_KINDS, "values", "value")]
+        unknown = [k for k in raw if k not in (*RANGE_KINDS, "values", "value")]
+        if unknown or len(kinds) != 1:
+            bad = unknown[0] if unknown else ", ".join(kinds) or "nothing"
+            hint = difflib.get_close_matches(str(bad), [*RANGE_KINDS, "values", "when"], n=2)
+            did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+            raise SpecError(
+                f"{path}: a parameter mapping takes exactly one of "
+                f"{', '.join((*RANGE_KINDS, 'values', 'value'))} (plus 'when'), got {bad!r}{did}"
+            )
+        kind = kinds[0]
+        body = raw[kind]
+        if kind == "value":
+            return Param(name=name, kind="fixed", values=(body,), when=when)
+        if kind == "values":
+            if not isinstance(body, list) or not body:
+                raise SpecError(f"{path}.values: expected a non-empty list, got {body!r}")
+            return Param(name=name, kind="choice", values=tuple(body), when=when)
+        if not (isinstance(body, list) and len(body) == 2):
+            raise SpecError(f"{path}.{kind}: expected [low, high], got {body!r}")
+        low, high = body
+        for bound in (low, high):
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                raise SpecError(f"{path}.{kind}: bounds must be numbers, got {bound!r}")
+        if kind in ("int", "logint") and not (float(low).is_integer() and float(high).is_integer()):
+            raise SpecError(f"{path}.{kind}: bounds must be integers, got {body}")
+        if not low < high:
+            raise SpecError(
+                f"{path}.{kind}: `low < high` must hold, but got (low={low}, high={high})"
+            )
+        if kind.startswith("log") and low <= 0:
+            raise SpecError(
+                f"{path}.{kind}: a log range needs `low > 0`, but got (low={low}, high={high})"
+            )
+        if kind in ("int", "logint"):
+            low, high = int(low), int(high)
+            if _field_type(name) is not int:
+                raise SpecError(f"{path}.{kind}: {name} is not an integer parameter")
+        elif _field_type(name) not in (float, int):
+            raise SpecError(f"{path}.{kind}: {name} takes {_field_type(name).__name__} values")
+        return Param(name=name, kind=kind, values=(low, high), when=when)
+    if isinstance(raw, list):
+        if not raw:
+            raise SpecError(f"{path}: an empty list of choices")
+        return Param(name=name, kind="choice", values=tuple(raw), when=when)
+    return Param(name=name, kind="fixed", values=(raw,), when=when)
+
+
+# -------------------------------------------------------------------------------- sections
+class Strict(BaseModel):
+    """Base model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PretrainSpec(Strict):
+    """A source-domain training stage whose checkpoints become the ``pretrain`` weights.
+
+    Each model of the search that is combined with ``weights: pretrain`` is trained once on
+    ``dataset`` (from scratch) and reused across runs: the checkpoint is keyed by a hash of
+    this section, the model and the input size.
+    """
+
+    dataset: DataConfig
+    epochs: int = Field(5, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    augmentation: Literal["none", "paper", "color", "aerial"] = "aerial"
+    head: Literal["linear", "mlp", "svm"] = "linear"
+    seed: int = 0
+
+
+class SearchSpec(Strict):
+    """How configurations are chosen.
+
+    Attributes:
+        algorithm: ``optuna`` (TPE over every non-fixed parameter) or ``grid`` (the full
+            factorial of the listed values).
+        num_samples: Trials to sample (optuna only).
+        max_concurrent: Trials running at once (default: as many as resources allow).
+        seeds: Training seeds: a count (``3`` -> 0, 1, 2) or a list. Grid: every cell runs
+            once per seed; optuna: each sampled configuration runs with the first seed
+            unless ``seed`` is itself a hyperparameter.
+        metric: Validation metric that Optuna and ASHA optimise (never a test metric).
+        mode: ``max`` or ``min``.
+        sampler_seed: Seed of Optuna's TPE sampler.
+        max_failures: Retries of a crashed trial from its last checkpoint.
+    """
+
+    algorithm: Literal["optuna", "grid"] = "optuna"
+    num_samples: int = Field(10, gt=0)
+    max_concurrent: int | None = Field(None, gt=0)
+    seeds: int | list[int] = 1
+    metric: Literal["val_acc", "val_f1", "val_kappa", "val_loss"] = "val_acc"
+    mode: Literal["max", "min"] = "max"
+    sampler_seed: int = 0
+    max_failures: int = Field(2, ge=0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"seeds must be a count >= 1 or a list, but got {v}")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"seeds must be a non-empty list of distinct ints, but got {v}")
+        return v
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The training seeds as a list."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+class SchedulerSpec(Strict):
+    """Early stopping.
+
+    Attributes:
+        type: ``asha`` (asynchronous successive halving) or ``none``.
+        grace_period: Epochs every trial runs before it can be stopped.
+        reduction_factor: ASHA's eta: only the top 1/eta of trials at a rung continue.
+    """
+
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, gt=0)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class ResourcesSpec(Strict):
+    """Resources of one trial: CPUs and a (fractional) GPU share, e.g. ``gpu: 0.25``."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError(f"gpu above 1 must be a whole number of GPUs, but got {v}")
+        return v
+
+
+class Spec(Strict):
+    """A whole search spec (see the module docstring and the README's spec reference)."""
+
+    experiment: str
+    description: str = ""
+    trainable: Literal["classify", "toy"] = "classify"
+    dataset: DataConfig | None = None
+    pretrain: PretrainSpec | None = None
+    factors: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @field_validator("experiment")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        check_name(v)
+        return v
+
+    # Parsed parameters, filled by :func:`validate`.
+    _params: list[Param] = []
+
+    @property
+    def params(self) -> list[Param]:
+        """Every factor and hyperparameter, factors first, in file order."""
+        return self._params
+
+    @property
+    def searched(self) -> list[Param]:
+        """The parameters that take more than one value."""
+        return [p for p in self._params if p.searched]
+
+    @property
+    def max_epochs(self) -> int:
+        """The largest number of epochs any trial may run (ASHA's max_t)."""
+        p = next((p for p in self._params if p.name == "epochs"), None)
+        if p is None:
+            return TrialConfig.model_fields["epochs"].default
+        return int(max(p.values))
+
+
+def check_name(name: str) -> None:
+    """Experiment names are plain folder names: they cannot escape the results root."""
+    if not NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"experiment name must match {NAME_RE.pattern} and contain no '..', but got {name!r}"
+        )
+
+
+# -------------------------------------------------------------------------------- validate
+def _format_pydantic(err: ValidationError, raw: dict) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent_keys = _known_keys(e["loc"][:-1])
+            hint = difflib.get_close_matches(str(e["loc"][-1]), parent_keys, n=3)
+            did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+            msg = f"unknown key{did} Allowed here: {', '.join(parent_keys)}"
+        elif "input" in e and e["type"] not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "\n".join(lines)
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model: Any = Spec
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *typing.get_args(ann)]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _check_value(path: str, name: str, value: Any) -> None:
+    """Validate one candidate value of a parameter against TrialConfig and the registries."""
+    from trainables.augment import AUGMENTATIONS
+    from trainables.models import available_models
+
+    if name == "model":
+        known = available_models()
+        if value not in known:
+            hint = difflib.get_close_matches(str(value), known, n=3)
+            did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+            raise SpecError(f"{path}: unknown model {value!r}{did}")
+        return
+    if name == "augmentation" and value not in AUGMENTATIONS:
+        hint = difflib.get_close_matches(str(value), AUGMENTATIONS, n=2)
+        did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+        raise SpecError(f"{path}: unknown augmentation {value!r}{did} Known: {AUGMENTATIONS}")
+    if name == "weights":
+        if value in (None, "none", "imagenet", "pretrain") or str(value).startswith("imagenet:"):
+            return
+        if not Path(str(value)).expanduser().is_file():
+            raise SpecError(
+                f"{path}: weights must be 'imagenet', 'imagenet:<ENUM>', 'pretrain', 'none' or "
+                f"an existing checkpoint file, but {str(value)!r} does not exist"
+            )
+        return
+    field = TrialConfig.model_fields[name]
+    annotated = typing.Annotated[(field.annotation, *field.metadata)] if field.metadata else None
+    try:
+        TypeAdapter(annotated or field.annotation).validate_python(value)
+    except ValidationError as err:
+        msg = err.errors()[0]["msg"]
+        raise SpecError(f"{path}: {msg} (got {value!r}; default {field.default!r})") from None
+
+
+def validate(raw: dict, *, check_data: bool = True) -> Spec:
+    """Turn a raw spec mapping into a :class:`Spec`, or raise :class:`SpecError`.
+
+    Args:
+        raw: The parsed YAML (after overrides and variable expansion).
+        check_data: Also check that the dataset root exists and holds the named classes.
+    """
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_pydantic(err, raw)) from None
+    params: list[Param] = []
+    for section in ("factors", "hyperparameters"):
+        for name, value in getattr(spec, section).items():
+            if name in {p.name for p in params}:
+                raise SpecError(
+                    f"{section}.{name}: {name} is set twice (factors and hyperparameters)"
+                )
+            param = _parse_param(f"{section}.{name}", str(name), value)
+            if param.kind in ("fixed", "choice"):
+                for i, v in enumerate(param.values):
+                    where = f"{section}.{name}" + (f"[{i}]" if param.kind == "choice" else "")
+                    _check_value(where, param.name, v)
+            else:
+                for v in param.values:
+                    _check_value(f"{section}.{name}.{param.kind}", param.name, v)
+            params.append(param)
+    names = {p.name for p in params}
+    for p in params:
+        for k in p.when:
+            if k not in names:
+                raise SpecError(
+                    f"{p.name}.when: {k!r} is not a factor or hyperparameter of this spec"
+                )
+    spec._params = params
+    _check_search(spec)
+    if spec.trainable == "classify":
+        if spec.dataset is None:
+            raise SpecError("dataset: required for the classify trainable (preset, root, ...)")
+        if check_data:
+            _check_dataset("dataset", spec.dataset)
+        if "pretrain" in _values(spec, "weights"):
+            if spec.pretrain is None:
+                raise SpecError("factors.weights: 'pretrain' needs a pretrain: section")
+            if check_data:
+                _check_dataset("pretrain.dataset", spec.pretrain.dataset)
+    return spec
+
+
+def _values(spec: Spec, name: str) -> tuple:
+    p = next((p for p in spec.params if p.name == name), None)
+    return () if p is None or p.kind not in ("fixed", "choice") else p.values
+
+
+def _check_search(spec: Spec) -> None:
+    if spec.search.algorithm == "grid":
+        ranged = [p for p in spec.params if p.kind in RANGE_KINDS]
+        if ranged:
+            p = ranged[0]
+            section = "factors" if p.name in spec.factors else "hyperparameters"
+            raise SpecError(
+                f"{section}.{p.name}: search.algorithm 'grid' needs a list of values, but "
+                f"{p.name} is a {p.kind} range; list the values or use algorithm 'optuna'"
+            )
+    weights = _values(spec, "weights")
+    transfers = _values(spec, "transfer") or (TrialConfig.model_fields["transfer"].default,)
+    if (
+        weights
+        and all(w in (None, "none") for w in weights)
+        and any(t != "scratch" for t in transfers)
+    ):
+        raise SpecError(
+            "factors.weights: transfer 'frozen' / 'finetune' need pretrained weights "
+            "('imagenet', 'pretrain' or a checkpoint), but weights is only 'none'"
+        )
+    if not weights and any(t != "scratch" for t in transfers) and spec.trainable == "classify":
+        raise SpecError(
+            "factors.weights: transfer 'frozen' / 'finetune' need a weights factor "
+            "('imagenet', 'pretrain' or a checkpoint path)"
+        )
+
+
+def _check_dataset(path: str, data: DataConfig) -> None:
+    from trainables.data.dataset import scan_config
+
+    if data.preset == "synthetic":
+        return
+    try:
+        scan_config(data)
+    except FileNotFoundError as err:
+        raise SpecError(f"{path}.root: {err}") from None
+    except ValueError as err:
+        raise SpecError(f"{path}.classes: {err}") from None
+
+
+def load(path: str | Path, overrides: list[str] = (), *, check_data: bool = True) -> Spec:
+    """Read, override, expand and validate a spec file."""
+    return validate(load_raw(path, overrides), check_data=check_data)
+
+
+# ------------------------------------------------------------------------------ expansion
+def normalize_cell(config: dict) -> dict:
+    """Make transfer and weights consistent: ``weights: none`` is ``transfer: scratch``."""
+    out = dict(config)
+    if out.get("transfer") == "scratch" or ("weights" in out and out["weights"] in ("none", None)):
+        out["transfer"], out["weights"] = "scratch", "none"
+    return out
+
+
+def grid_cells(spec: Spec) -> list[dict]:
+    """Every cell of the full factorial x seeds (conditional parameters only where they apply).
+
+    Cells that become identical after :func:`normalize_cell` (e.g. ``scratch`` crossed with
+    several weights) are kept once.
+    """
+    base = [p for p in spec.params if not p.when]
+    conditional = [p for p in spec.params if p.when]
+    cells: list[dict] = []
+    seen: set[str] = set()
+    for combo in itertools.product(*(p.values for p in base)):
+        cell = dict(zip((p.name for p in base), combo, strict=True))
+        expansions = [cell]
+        for p in conditional:
+            expansions = [
+                {**c, p.name: v} if p.applies(c) else c
+                for c in expansions
+                for v in (p.values if p.applies(c) else (None,))
+            ]
+        for c in expansions:
+            c = normalize_cell(c)
+            key = repr(sorted(c.items(), key=lambda kv: kv[0]))
+            if key not in seen:
+                seen.add(key)
+                cells.append(c)
+    has_seed = any(p.name == "seed" for p in spec.params)
+    if has_seed:
+        return cells
+    return [{**c, "seed": s} for c in cells for s in spec.search.seed_list]
+
+
+class OptunaSpace:
+    """Define-by-run search space for Optuna (picklable, so Tune can snapshot the searcher).
+
+    Suggests every non-fixed parameter in spec order, skipping conditional ones whose
+    condition does not hold, and returns the fixed ones as constants.
+    """
+
+    def __init__(self, params: list[Param], seed: int):
+        self.params, self.seed = params, seed
+
+    def __call__(self, trial) -> dict:
+        config: dict = {}
+        constants: dict = {}
+        for p in self.params:
+            if not p.applies(config):
+                continue
+            if p.name == "weights" and config.get("transfer") == "scratch":
+                constants["weights"] = config["weights"] = "none"
+                continue
+            values = p.values
+            if p.name == "weights" and p.kind == "choice":
+                values = tuple(v for v in values if v not in ("none", None)) or values
+            if p.kind == "fixed" or (p.kind == "choice" and len(values) == 1):
+                constants[p.name] = config[p.name] = values[0]
+            elif p.kind == "choice":
+                config[p.name] = trial.suggest_categorical(p.name, list(values))
+            elif p.kind in ("uniform", "loguniform"):
+                config[p.name] = trial.suggest_float(
+                    p.name, float(values[0]), float(values[1]), log=p.kind == "loguniform"
+                )
+            else:
+                config[p.name] = trial.suggest_int(
+                    p.name, int(values[0]), int(values[1]), log=p.kind == "logint"
+                )
+        if "seed" not in config:
+            constants["seed"] = self.seed
+        return constants
+
+
+def format_value(v: Any) -> str:
+    """Short display form of a parameter value."""
+    if isinstance(v, float):
+        return f"{v:.3g}" if (v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4)) else f"{v:g}"
+    return str(v)
+
+
+def is_nan(v: Any) -> bool:
+    """Whether ``v`` is a float NaN."""
+    return isinstance(v, float) and math.isnan(v)
