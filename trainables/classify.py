@@ -55,21 +55,22 @@ class Batches:
         return (n + bs - 1) // bs
 
     def iterate(self, generator: torch.Generator | None, limit: int | None) -> Iterator:
-        """Yield (inputs, labels); shuffled with ``generator`` when it is given."""
+        """Yield (inputs, labels); shuffled with ``generator`` when it is given.
+
+        Both sources visit the samples in the same order for the same generator, so the
+        backbone-once path trains exactly like the forward-every-epoch path.
+        """
+        n = len(self.features[1]) if self.features else len(self.loader_args["dataset"])
+        order = torch.randperm(n, generator=generator) if generator is not None else None
         if self.features is not None:
             x, y = self.features
-            order = (
-                torch.randperm(len(y), generator=generator)
-                if generator is not None
-                else torch.arange(len(y))
-            )
-            batches = order.split(self.loader_args["batch_size"])
-            source = ((x[i], y[i]) for i in batches)
+            order = order if order is not None else torch.arange(n)
+            source = ((x[i], y[i]) for i in order.split(self.loader_args["batch_size"]))
         else:
             source = iter(
                 DataLoader(
                     **self.loader_args,
-                    shuffle=generator is not None,
+                    sampler=order.tolist() if order is not None else None,
                     generator=generator,
                     collate_fn=batched,
                 )

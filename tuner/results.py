@@ -346,28 +346,27 @@ def rank(
 
 
 def format_ranking(table: pd.DataFrame, by: str) -> str:
-    """Plain-text ranking with ``mean ± std`` cells."""
+    """Plain-text ranking with ``mean ± std`` cells for the test metrics (and ``by``)."""
     if table.empty:
         return "(no scored trials yet)"
     shown = pd.DataFrame(index=table.index)
-    metric_cols = {c[: -len("_mean")] for c in table.columns if c.endswith("_mean")}
+    metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     for c in table.columns:
         if c.endswith(("_mean", "_std")) or table[c].isna().all():
             continue
-        shown[c] = [_fmt(v) for v in table[c]]
-    for m in [by, *sorted(metric_cols - {by})]:
-        if m not in metric_cols or not m.startswith("test_") and m != by:
-            continue
-        mean, std = table[f"{m}_mean"], table[f"{m}_std"]
-        shown[m] = [
-            f"{a:.4f}" + (f" ± {s:.4f}" if pd.notna(s) else "")
-            for a, s in zip(mean, std, strict=True)
-        ]
-    for c in ("params", "macs"):
-        if c in shown:
-            shown[c] = [_si(v) for v in shown[c]]
-    if "train_time_s" in shown:
-        shown["train_time_s"] = [f"{v:.1f}" for v in shown["train_time_s"]]
+        if c in ("params", "macs"):
+            shown[c] = [_si(v) for v in table[c]]
+        elif c == "train_time_s":
+            shown["train_s"] = [f"{v:.1f}" for v in table[c]]
+        else:
+            shown[c] = [_fmt(v) for v in table[c]]
+    for m in metrics:
+        if m == by or m.startswith("test_"):
+            mean, std = table[f"{m}_mean"], table[f"{m}_std"]
+            shown[m] = [
+                "—" if pd.isna(a) else f"{a:.4f}" + (f" ± {s:.4f}" if pd.notna(s) else "")
+                for a, s in zip(mean, std, strict=True)
+            ]
     shown.index = range(1, len(shown) + 1)
     return shown.to_string()
 

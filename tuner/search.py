@@ -415,7 +415,13 @@ def build_tuner(
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sampler = optuna.samplers.TPESampler(seed=s.sampler_seed)
-        search_alg = OptunaSearch(space, metric=s.metric, mode=s.mode, sampler=sampler)
+        search_alg = OptunaSearch(
+            space,
+            metric=s.metric,
+            mode=s.mode,
+            sampler=sampler,
+            points_to_evaluate=[dict(p) for p in s.points] or None,
+        )
         if packing.concurrent:
             search_alg = ConcurrencyLimiter(search_alg, max_concurrent=packing.concurrent)
         param_space, num_samples = {}, s.num_samples

@@ -269,6 +269,11 @@ class SearchSpec(Strict):
         mode: ``max`` or ``min``.
         sampler_seed: Seed of Optuna's TPE sampler.
         max_failures: Retries of a crashed trial from its last checkpoint.
+        exclude: Grid cells to leave out: each entry maps parameters to a value or a list
+            of values, and a cell matching every entry's keys is dropped (e.g.
+            ``{model: pixels, transfer: [frozen, finetune]}``: raw pixels have no
+            pretrained backbone).
+        points: Configurations Optuna evaluates first (e.g. a paper's settings).
     """
 
     algorithm: Literal["optuna", "grid"] = "optuna"
@@ -279,6 +284,8 @@ class SearchSpec(Strict):
     mode: Literal["max", "min"] = "max"
     sampler_seed: int = 0
     max_failures: int = Field(2, ge=0)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    points: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("seeds")
     @classmethod
@@ -495,6 +502,24 @@ def _values(spec: Spec, name: str) -> tuple:
 
 
 def _check_search(spec: Spec) -> None:
+    names = {p.name for p in spec.params}
+    for i, rule in enumerate(spec.search.exclude):
+        for k in rule:
+            if k not in names:
+                raise SpecError(f"search.exclude[{i}].{k}: not a factor or hyperparameter")
+    for i, point in enumerate(spec.search.points):
+        for k in point:
+            if k not in names:
+                raise SpecError(f"search.points[{i}].{k}: not a factor or hyperparameter")
+    if spec.search.exclude and spec.search.algorithm != "grid":
+        raise SpecError("search.exclude: only for algorithm 'grid' (it removes grid cells)")
+    if spec.search.points and spec.search.algorithm != "optuna":
+        raise SpecError("search.points: only for algorithm 'optuna' (grid runs every cell)")
+    if spec.scheduler.type == "asha" and spec.scheduler.grace_period > spec.max_epochs:
+        raise SpecError(
+            f"scheduler.grace_period: must be <= the most epochs a trial runs "
+            f"({spec.max_epochs}), but got {spec.scheduler.grace_period}"
+        )
     if spec.search.algorithm == "grid":
         ranged = [p for p in spec.params if p.kind in RANGE_KINDS]
         if ranged:
@@ -570,6 +595,8 @@ def grid_cells(spec: Spec) -> list[dict]:
             ]
         for c in expansions:
             c = normalize_cell(c)
+            if any(_matches(c, rule) for rule in spec.search.exclude):
+                continue
             key = repr(sorted(c.items(), key=lambda kv: kv[0]))
             if key not in seen:
                 seen.add(key)
@@ -578,6 +605,10 @@ def grid_cells(spec: Spec) -> list[dict]:
     if has_seed:
         return cells
     return [{**c, "seed": s} for c in cells for s in spec.search.seed_list]
+
+
+def _matches(cell: dict, rule: dict) -> bool:
+    return all(cell.get(k) in (v if isinstance(v, list) else [v]) for k, v in rule.items())
 
 
 class OptunaSpace:

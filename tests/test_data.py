@@ -1,0 +1,214 @@
+"""Folder layouts, image modes, splits, manifest hash, decoded cache, inspect CLI."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fixtures import add_oddities, make_nwpu, make_presplit, make_rsscn7, make_ucmerced
+from trainables.augment import (
+    AUGMENTATIONS,
+    Normalize,
+    RandomRot90,
+    eval_transform,
+    stored_size,
+    train_transform,
+)
+from trainables.config import DataConfig, SplitConfig
+from trainables.data.__main__ import main as inspect_main
+from trainables.data.cache import DecodedCache
+from trainables.data.dataset import prepare
+from trainables.data.folder import scan
+from trainables.data.presets import get_preset
+
+NWPU12 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "NWPU-RESISC12"
+
+
+def _prepare(root, tmp_path, preset="folder", **kw):
+    cfg = DataConfig(preset=preset, root=str(root), cache_dir=str(tmp_path / "cache"), **kw)
+    return prepare(cfg, kw.pop("augmentation", "none"), num_workers=1)
+
+
+def test_nwpu_layout_subset_and_unknown_class(tmp_path):
+    root = make_nwpu(tmp_path / "nwpu", per_class=5)
+    data = _prepare(root, tmp_path, "nwpu_resisc45", classes=["bridge", "airplane"], image_size=16)
+    assert data.class_names == ["bridge", "airplane"]
+    assert set(data.manifest["class"]) == {"bridge", "airplane"}
+    assert all(f.endswith(".jpg") for f in data.manifest["file"])
+    with pytest.raises(ValueError, match=r"class 'bridg' is not present.*did you mean 'bridge'"):
+        scan(root, get_preset("nwpu_resisc45"), ["bridg"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        scan(tmp_path / "missing", get_preset("nwpu_resisc45"))
+
+
+def test_ucmerced_odd_sizes_are_resized_and_images_dir_accepted(tmp_path):
+    root = make_ucmerced(tmp_path / "ucm", per_class=4, size=32)
+    data = _prepare(root, tmp_path, "ucmerced", image_size=24)
+    sizes = {s for s, ok in zip(data.cache.original_sizes, data.cache.ok, strict=True) if ok}
+    assert any(w != h or w != 32 for w, h in sizes), sizes  # odd sizes really are there
+    assert data.cache.ok.all() and data.cache.images.shape[1:] == (24, 24, 3)
+    via_images = _prepare(root / "Images", tmp_path, "ucmerced", image_size=24)
+    assert via_images.split_hash == data.split_hash
+    assert len(data.manifest) == 3 * 4
+
+
+def test_rsscn7_class_names_drop_the_letter_prefix(tmp_path):
+    root = make_rsscn7(tmp_path / "rsscn7", per_class=2, size=400)
+    data = _prepare(root, tmp_path, "rsscn7", image_size=16)
+    assert data.class_names == sorted(
+        ["grass", "field", "industry", "riverlake", "forest", "resident", "parking"]
+    )
+    assert {w for w, _ in data.cache.original_sizes} == {400}
+
+
+@pytest.mark.parametrize("with_val", [False, True])
+def test_presplit_tree_keeps_its_test_split(tmp_path, with_val):
+    root = make_presplit(tmp_path / "pre", train_per_class=8, test_per_class=2, with_val=with_val)
+    data = _prepare(root, tmp_path, image_size=16)
+    m = data.manifest
+    assert (m.loc[m["split"] == "test", "file"].str.startswith("test/")).all()
+    assert (m["split"] == "test").sum() == 3 * 2
+    val_files = m.loc[m["split"] == "val", "file"]
+    assert len(val_files) > 0
+    prefix = "val/" if with_val else "train/"
+    assert val_files.str.startswith(prefix).all()
+
+
+def test_corrupt_files_skipped_with_warning_and_modes_converted(tmp_path):
+    root = make_nwpu(tmp_path / "odd", classes=("airplane", "bridge"), per_class=4)
+    odd = add_oddities(root / "airplane")
+    preset = get_preset("folder")
+    with pytest.warns(UserWarning, match="skipped 2 unreadable") as rec:
+        cache = DecodedCache.build(scan(root, preset), 16, tmp_path / "cache", num_workers=1)
+    message = str(rec[0].message)
+    assert "broken" in message or odd["corrupt"].name in message
+    assert odd["truncated"].name in message
+    skipped = {Path(f).name for f in cache.errors}
+    assert skipped == {odd["corrupt"].name, odd["truncated"].name}
+    by_name = {Path(f).name: i for i, f in enumerate(cache.files)}
+    for key in ("gray", "rgba", "palette", "gray16"):
+        i = by_name[odd[key].name]
+        assert cache.ok[i], key
+        pixels = np.asarray(cache.images[i])
+        assert pixels.shape == (16, 16, 3) and pixels.max() > 0, key
+    gray16 = np.asarray(cache.images[by_name[odd["gray16"].name]])
+    assert gray16.max() > 128  # scaled down from 16 bits, not clipped to black or white
+    assert gray16.min() < 255
+
+
+def test_split_is_stratified_deterministic_and_hashed(tmp_path):
+    root = make_nwpu(tmp_path / "s", classes=("airplane", "bridge", "palace"), per_class=20)
+    a = _prepare(root, tmp_path, image_size=16)
+    b = _prepare(root, tmp_path, image_size=16)
+    assert a.split_hash == b.split_hash
+    assert a.manifest.equals(b.manifest)
+    counts = a.counts()
+    assert (counts["train"] == 14).all() and (counts["val"] == 2).all()
+    assert (counts["test"] == 4).all()
+    other = _prepare(root, tmp_path, image_size=16, split=SplitConfig(seed=1))
+    assert other.split_hash != a.split_hash
+    assert len(a.split_hash) == 16
+    with pytest.raises(ValueError, match="sum to 1"):
+        SplitConfig(train=0.8, val=0.1, test=0.2)
+
+
+def test_duplicates_across_train_and_test_are_reported(tmp_path):
+    root = make_nwpu(tmp_path / "d", classes=("airplane", "bridge"), per_class=10)
+    for f in sorted((root / "airplane").iterdir()):
+        shutil.copy(f, f.with_name("copy_" + f.name))
+    data = _prepare(root, tmp_path, image_size=16)
+    assert data.duplicates, "identical files in both splits must be reported"
+    for a, b in data.duplicates:
+        assert (root / a).read_bytes() == (root / b).read_bytes()
+
+
+def test_cache_is_reused_and_invalidated_when_files_change(tmp_path):
+    root = make_nwpu(tmp_path / "c", classes=("airplane", "bridge"), per_class=3)
+    s = scan(root, get_preset("folder"))
+    first = DecodedCache.build(s, 16, tmp_path / "cache", num_workers=1)
+    stamp = (first.directory / "meta.json").stat().st_mtime_ns
+    again = DecodedCache.build(s, 16, tmp_path / "cache", num_workers=1)
+    assert again.directory == first.directory
+    assert (again.directory / "meta.json").stat().st_mtime_ns == stamp
+    assert DecodedCache.build(s, 20, tmp_path / "cache").directory != first.directory
+    victim = root / s.files[0]
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    changed = DecodedCache.build(scan(root, get_preset("folder")), 16, tmp_path / "cache")
+    assert changed.directory != first.directory
+
+
+def test_inspect_cli(tmp_path, capsys):
+    root = make_nwpu(tmp_path / "i", classes=("airplane", "bridge"), per_class=5)
+    add_oddities(root / "bridge")
+    code = inspect_main(
+        [
+            "inspect",
+            str(root),
+            "--preset",
+            "folder",
+            "--size",
+            "16",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "airplane" in out and "bridge" in out and "skipped files: 2" in out
+    assert inspect_main(["inspect", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.skipif(not NWPU12.is_dir(), reason="shared NWPU-RESISC12 not present")
+def test_inspect_real_nwpu12(tmp_path, capsys):
+    code = inspect_main(
+        [
+            "inspect",
+            str(NWPU12),
+            "--preset",
+            "nwpu_resisc45",
+            "--size",
+            "16",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "classes: 12" in out and "256x256 (3600)" in out and "skipped files: 0" in out
+
+
+def test_augmentation_presets():
+    image = torch.randint(
+        0, 256, (3, stored_size("paper", 32), stored_size("paper", 32)), dtype=torch.uint8
+    )
+    assert stored_size("none", 224) == 224 and stored_size("paper", 224) == 254
+    for name in AUGMENTATIONS:
+        t = train_transform(name, 32)
+        e = eval_transform(name, 32)
+        src = image if name != "none" else image[:, :32, :32]
+        out = t(src) if t is not None else src
+        assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
+        assert (e(src) if e is not None else src).shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="did you mean 'paper'"):
+        train_transform("papr", 32)
+    rotated = RandomRot90()(image)
+    assert any(torch.equal(rotated, torch.rot90(image, k, (1, 2))) for k in range(4))
+    norm = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    x = norm(torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 3, 2, 1))
+    assert torch.allclose(x[0, 0, :, 0], torch.tensor([-1.0, 1.0]))
+
+
+def test_cached_dataset_batches(tmp_path):
+    root = make_nwpu(tmp_path / "b", classes=("airplane", "bridge"), per_class=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = _prepare(root, tmp_path, image_size=16)
+    ds = data.dataset("train")
+    images, labels = ds.__getitems__([0, 1, 2])
+    assert images.shape == (3, 3, 16, 16) and images.dtype == torch.uint8
+    assert labels.tolist() == [int(data.scan.labels[r]) for r in ds.rows[:3]]
