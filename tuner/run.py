@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from tuner import search
 
-    resources = search.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+    try:
+        resources = search.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        return _fail(f"cannot start or reach Ray ({args.address or 'local'}): {err}")
     packing = search.plan_packing(
         spec,
         laptop=args.laptop is not None,
@@ -136,17 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"experiment {spec.experiment}: {_describe_search(spec)}", flush=True)
     print(packing.note, flush=True)
     if args.resume and not search.can_resume(args.results, spec.experiment):
+        search.shutdown_ray()
         return _fail(f"--resume: no Ray state for {spec.experiment!r} under {store.dir}")
     t0 = time.time()
-    search.run_search(
-        spec,
-        results_root=args.results,
-        packing=packing,
-        pretrained=pretrained,
-        resume=args.resume,
-        status_every_s=args.status_every,
-        max_batches=2 if args.smoke else None,
-    )
+    try:
+        search.run_search(
+            spec,
+            results_root=args.results,
+            packing=packing,
+            pretrained=pretrained,
+            resume=args.resume,
+            status_every_s=args.status_every,
+            max_batches=2 if args.smoke else None,
+        )
+    finally:
+        search.shutdown_ray()
     print(f"\nsearch finished in {time.time() - t0:.0f} s", flush=True)
     _print_ranking(store.dir, spec, args.top)
     return 0

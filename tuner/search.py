@@ -352,6 +352,12 @@ def init_ray(address: str | None, *, num_cpus: int | None, num_gpus: float | Non
     return ray.cluster_resources()
 
 
+def shutdown_ray() -> None:
+    """Disconnect from Ray (and stop it when this process started it)."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def visible_gpus(resources: dict) -> float:
     """GPUs Ray can schedule (logical GPUs count, so tests can declare them)."""
     return float(resources.get("GPU", 0.0))

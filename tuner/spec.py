@@ -35,6 +35,14 @@ RANGE_KINDS = ("uniform", "loguniform", "int", "logint")
 NOT_PARAMS = ("data", "num_threads", "num_workers", "max_batches")
 PARAM_NAMES = tuple(n for n in TrialConfig.model_fields if n not in NOT_PARAMS)
 FACTOR_NAMES = ("model", "transfer", "weights", "augmentation", "head")
+#: Common names for parameters, offered when a spec uses them.
+SYNONYMS = {
+    "learning_rate": "lr", "learningrate": "lr", "batch": "batch_size", "bs": "batch_size",
+    "optim": "optimizer", "aug": "augmentation", "augment": "augmentation",
+    "arch": "model", "architecture": "model", "backbone": "model", "pretrained": "weights",
+    "num_epochs": "epochs", "max_epochs": "epochs", "wd": "weight_decay",
+    "schedule": "lr_schedule", "scheduler": "lr_schedule", "lr_mult": "backbone_lr_mult",
+}  # fmt: skip
 
 
 class SpecError(ValueError):
@@ -166,6 +174,8 @@ def param_type(name: str) -> type:
 def _parse_param(path: str, name: str, raw: Any) -> Param:
     if name not in PARAM_NAMES:
         hint = difflib.get_close_matches(name, PARAM_NAMES, n=3)
+        if name.lower() in SYNONYMS:
+            hint = [SYNONYMS[name.lower()], *(h for h in hint if h != SYNONYMS[name.lower()])]
         did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
         raise SpecError(
             f"{path}: unknown parameter {name!r}{did} Parameters: {', '.join(PARAM_NAMES)}"
@@ -585,7 +595,7 @@ def grid_cells(spec: Spec) -> list[dict]:
     cells: list[dict] = []
     seen: set[str] = set()
     for combo in itertools.product(*(p.values for p in base)):
-        cell = dict(zip((p.name for p in base), combo, strict=True))
+        cell = normalize_cell(dict(zip((p.name for p in base), combo, strict=True)))
         expansions = [cell]
         for p in conditional:
             expansions = [
