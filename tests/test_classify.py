@@ -98,14 +98,12 @@ def test_frozen_without_augmentation_runs_the_backbone_once(data_cfg, tmp_path, 
     assert batches > 0
 
 
-def test_frozen_backbone_once_matches_per_epoch_forward(data_cfg, tmp_path, monkeypatch):
+def test_frozen_backbone_once_matches_per_epoch_forward(data_cfg, tmp_path):
     source = tmp_path / "source"
     train(_cfg(data_cfg, epochs=1), checkpoint_dir=source, log=lambda s: None)
     cfg = _cfg(data_cfg, transfer="frozen", weights=str(source / BEST), epochs=2)
     once = train(cfg, log=lambda s: None)
-    monkeypatch.setattr(Trial, "_features", lambda self, b: None)
-    every = Trial(cfg, log=lambda s: None)
-    every.backbone_once = False
+    every = Trial(cfg, log=lambda s: None, backbone_once=False)
     assert all(b.features is None for b in every.splits.values())
     summary = every.fit()
     assert summary["best_val_acc"] == pytest.approx(once["best_val_acc"], abs=1e-6)

@@ -84,7 +84,23 @@ class Batches:
 class Trial:
     """The state of one training run (see :func:`train`)."""
 
-    def __init__(self, cfg: TrialConfig, data: PreparedData | None = None, log=print):
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        data: PreparedData | None = None,
+        log=print,
+        backbone_once: bool | None = None,
+    ):
+        """Build data, model, optimiser and schedule.
+
+        Args:
+            cfg: The configuration.
+            data: Prepared data (default: prepared from ``cfg.data``).
+            log: Where per-epoch lines go.
+            backbone_once: Run a frozen backbone once per trial and train the head on the
+                stored features (default: whenever ``frozen`` meets augmentation ``none``;
+                ``False`` forces a forward pass every epoch, for benchmarks and tests).
+        """
         self.cfg, self.log = cfg, log
         torch.set_num_threads(cfg.num_threads or allocated_cpus())
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,7 +131,8 @@ class Trial:
         self.history: list[dict] = []
         self.best: dict = {"epoch": 0, "val_acc": -1.0, "val_loss": float("inf")}
         self.best_state: dict | None = None
-        self.backbone_once = cfg.transfer == "frozen" and cfg.augmentation == "none"
+        auto = cfg.transfer == "frozen" and cfg.augmentation == "none"
+        self.backbone_once = auto if backbone_once is None else backbone_once and auto
         self.splits = self._splits()
 
     # ----------------------------------------------------------------------------- set-up
