@@ -35,7 +35,7 @@ from ray.tune.search import ConcurrencyLimiter  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from tuner.results import ResultsStore  # noqa: E402
-from tuner.spec import OptunaSpace, Spec, grid_cells  # noqa: E402
+from tuner.spec import PARAM_NAMES, OptunaSpace, Spec, grid_cells  # noqa: E402
 
 TRAINABLES = {"classify": "trainables.classify", "toy": "trainables.toy"}
 RAY_DIR = "tune"
@@ -138,6 +138,22 @@ def _trainable(
 
 
 # ----------------------------------------------------------------------------- callbacks
+def effective_defaults(spec: Spec) -> dict:
+    """Values of the parameters a spec does not mention (what every trial used).
+
+    Conditional parameters are not filled in: where their condition does not hold the
+    column stays null ("not applicable").
+    """
+    if spec.trainable != "classify":
+        return {}
+    from trainables.config import TrialConfig
+
+    named = {p.name for p in spec.params}
+    return {
+        name: TrialConfig.model_fields[name].default for name in PARAM_NAMES if name not in named
+    }
+
+
 def _utc(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, tz=timezone.utc) if ts else None
 
@@ -163,6 +179,7 @@ class ResultsCallback(Callback):
 
     def setup(self, **info) -> None:
         self.store = ResultsStore(self.results_root, self.spec.experiment)
+        self.defaults = effective_defaults(self.spec)
         self.epochs: dict[str, dict[int, dict]] = {}
         self.last: dict[str, dict] = {}
         self.started: dict[str, float] = {}
@@ -201,7 +218,7 @@ class ResultsCallback(Callback):
         last = self.last.get(trial.trial_id, {})
         if not last and trial.last_result:
             last = trial.last_result
-        params = flat_params(trial.config)
+        params = {**self.defaults, **flat_params(trial.config)}
         decoded = {
             k: json.loads(last[k])
             for k in ("test_per_class_acc", "test_confusion", "class_names")
