@@ -44,7 +44,21 @@ def _classify_spec(**search) -> dict:
             "synthetic": {"per_class": 16, "size": 16, "seed": 0},
             "image_size": 16,
         },
-        "factors": {"model": "tiny_cnn", "transfer": "scratch", "augmentation": ["none", "aerial"]},
+        "pretrain": {
+            "dataset": {
+                "preset": "synthetic",
+                "root": "${TUNER_DATA}/source",
+                "classes": ["meadow", "river", "parking", "desert"],
+                "synthetic": {"per_class": 16, "size": 16, "seed": 1},
+            },
+            "epochs": 2,
+        },
+        "factors": {
+            "model": "tiny_cnn",
+            "transfer": ["scratch", "frozen", "finetune"],
+            "weights": "pretrain",
+            "augmentation": ["none", "aerial"],
+        },
         "hyperparameters": {"lr": {"loguniform": [1e-4, 1e-1]}, "batch_size": 16, "epochs": 4},
         "search": {"algorithm": "optuna", "num_samples": 8, "max_concurrent": 2, **search},
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
@@ -93,7 +107,13 @@ def test_optuna_asha_search_writes_typed_tables(tmp_path, capsys):
     assert str(trials["start_time"].dtype).startswith("datetime64")
     assert set(trials["augmentation"]) <= {"none", "aerial"}
     assert trials["split_hash"].nunique() == 1 and trials["macs"].gt(0).all()
-    assert (trials["params"] == trials["trainable_params"]).all()
+    scratch = trials["transfer"] == "scratch"
+    assert (trials.loc[scratch, "params"] == trials.loc[scratch, "trainable_params"]).all()
+    assert (trials.loc[~scratch, "weights"] == "pretrain").all()
+    assert (trials.loc[scratch, "weights"] == "none").all()
+    frozen = trials["transfer"] == "frozen"
+    assert (trials.loc[frozen, "trainable_params"] < trials.loc[frozen, "params"]).all()
+    assert "pretrain: training tiny_cnn" in out
     assert all(len(c) == 4 for c in done["test_confusion"])
     assert (results / "e2e" / "spec.yaml").is_file() and (
         results / "e2e" / "manifest.csv"
@@ -107,6 +127,11 @@ def test_optuna_asha_search_writes_typed_tables(tmp_path, capsys):
     assert main([spec, "--results", str(results)]) == 2
     assert "already has results" in capsys.readouterr().err
     assert len(load(results / "e2e")[0]) == 8
+    # a new name runs again and reuses the pretraining stage's checkpoint
+    again = [spec, "--results", str(results), "--name", "e2e_b", "--set", "search.num_samples=2"]
+    assert main([*again, "--laptop", "--num-cpus", "2"]) == 0
+    assert "pretrain: reusing tiny_cnn" in capsys.readouterr().out
+    assert len(load(results / "e2e_b")[0]) == 2
 
 
 def test_grid_covers_every_cell_and_seed(tmp_path):
