@@ -4,10 +4,19 @@ Its validation accuracy is a smooth function of ``lr`` and ``batch_size`` that r
 the epochs, plus seeded noise, so Optuna has something to optimise and ASHA something to
 stop, in milliseconds per epoch. Each epoch sleeps ``TUNER_TOY_EPOCH_S`` seconds (default
 0.02) to stand for work. It checkpoints and resumes like the real trainable.
+
+Fault-injection switches for the cluster tests (unset: the toy behaves as above):
+
+* ``TUNER_TOY_CRASH_AT=E`` with ``TUNER_TOY_CRASH_DIR=DIR``: each trial raises once, right
+  after reporting (and checkpointing) epoch ``E``; a marker file in ``DIR`` makes the retry
+  run through.
+* ``TUNER_TOY_TRACE=FILE``: append one JSON line per epoch actually run (configuration key,
+  epoch, time, pid), so a test can count epochs that were run twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,6 +37,30 @@ def score(lr: float, batch_size: int, epoch: int, seed: int) -> float:
     return max(0.0, min(1.0, 0.1 + 0.85 * quality * (1 - math.exp(-epoch / 3)) + noise))
 
 
+def trial_key(params: dict) -> str:
+    """A short stable key of a configuration (names fault-injection markers and traces)."""
+    text = json.dumps({k: params[k] for k in sorted(params)}, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _trace(path: str, key: str, epoch: int) -> None:
+    line = json.dumps({"key": key, "epoch": epoch, "time": time.time(), "pid": os.getpid()})
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def _crash_once(key: str, epoch: int) -> None:
+    at, folder = os.environ.get("TUNER_TOY_CRASH_AT"), os.environ.get("TUNER_TOY_CRASH_DIR")
+    if not at or not folder or epoch != int(at):
+        return
+    marker = Path(folder) / f"{key}.crashed"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(epoch))
+    raise RuntimeError(f"toy: injected crash after epoch {epoch} (TUNER_TOY_CRASH_AT)")
+
+
 def run_trial(
     params: dict,
     *,
@@ -45,6 +78,8 @@ def run_trial(
     epochs = int(params.get("epochs") or 10)
     seed = int(params.get("seed") or 0)
     sleep = float(os.environ.get("TUNER_TOY_EPOCH_S", "0.02"))
+    trace = os.environ.get("TUNER_TOY_TRACE")
+    key = trial_key(params)
     state_file = checkpoint_dir / "toy.json"
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0}
     if resume and state_file.is_file():
@@ -73,5 +108,8 @@ def run_trial(
         }
         if state["epoch"] == epochs:
             metrics.update(test_acc=acc, test_f1=acc, test_kappa=acc, train_time_s=sleep * epochs)
+        if trace:
+            _trace(trace, key, state["epoch"])
         report(metrics, checkpoint_dir)
+        _crash_once(key, state["epoch"])
     return state

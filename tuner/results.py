@@ -6,6 +6,9 @@ Layout under ``<results>/<experiment>/``::
     epochs/<trial_id>.parquet   one row per trial x epoch (EPOCH_SCHEMA)
     spec.yaml                   the resolved spec
     manifest.csv                the split (file, label, class, split) of the dataset
+    */_quarantine/              unreadable files moved aside by ``load(on_corrupt=...)``
+    */_orphaned/                rows of trials a resumed search never heard of
+    tune/                       Ray Tune's experiment snapshot and trial checkpoints
 
 ``pd.read_parquet(".../trials")`` reads the folder at any time: every file is written under a
 hidden temporary name and renamed into place, and readers skip hidden files. Paths may be
@@ -58,6 +61,7 @@ TRIAL_SCHEMA = pa.schema(
         pa.field("train_time_s", pa.float64()),
         pa.field("images_per_s", pa.float64()),
         pa.field("node", pa.string()),
+        pa.field("node_id", pa.string()),
         pa.field("cpus", pa.float64()),
         pa.field("gpu_fraction", pa.float64()),
         pa.field("retries", pa.int64()),
@@ -85,6 +89,7 @@ EPOCH_SCHEMA = pa.schema(
         pa.field("best_epoch", pa.int64()),
         pa.field("best_val_acc", pa.float64()),
         pa.field("node", pa.string()),
+        pa.field("node_id", pa.string()),
         pa.field("time", TIMESTAMP),
     ]
 )
@@ -153,6 +158,9 @@ class ResultsStore:
         self.fs, base = filesystem(root)
         self.experiment = experiment
         self.dir = f"{base}/{experiment}"
+        scheme = str(root).split("://", 1)[0] + "://" if "://" in str(root) else ""
+        #: ``dir`` with the URI scheme of the root (what :func:`load` takes).
+        self.uri = f"{scheme}{self.dir}"
 
     def write_trial(self, row: dict) -> None:
         """Write (or replace) the row of one trial."""
@@ -187,6 +195,52 @@ class ResultsStore:
         else:
             with self.fs.open_output_stream(path) as out:
                 out.write(text.encode())
+
+    def read_text(self, name: str) -> str:
+        """Read a small text file written by :meth:`write_text`."""
+        with self.fs.open_input_stream(f"{self.dir}/{name}") as f:
+            return f.read().decode()
+
+    def trial_ids(self, table: str) -> set[str]:
+        """Trial ids that have a file in ``trials/`` or ``epochs/``."""
+        info = self.fs.get_file_info(pafs.FileSelector(f"{self.dir}/{table}", allow_not_found=True))
+        return {
+            f.base_name[: -len(".parquet")]
+            for f in info
+            if f.type == pafs.FileType.File
+            and f.base_name.endswith(".parquet")
+            and not f.base_name.startswith((".", "_"))
+        }
+
+    def trial_statuses(self) -> dict[str, str]:
+        """Trial id -> status of every readable trial row."""
+        trials, _ = _read_table(self.fs, f"{self.dir}/{TRIALS}", TRIAL_SCHEMA)
+        return dict(zip(trials["trial_id"].astype(str), trials["status"].astype(str), strict=True))
+
+    def finished_trial_ids(self) -> set[str]:
+        """Trials whose row says ``completed`` or ``early-stopped`` (a resume keeps them)."""
+        return {t for t, s in self.trial_statuses().items() if s in ("completed", "early-stopped")}
+
+    def move_orphans(self, known: set[str]) -> list[str]:
+        """Move aside the rows of trials that are not in ``known``; returns their ids.
+
+        Tune's experiment snapshot lags the driver by up to a second: a driver killed in
+        between can leave rows (epochs, even a final row) of a trial that the restored
+        search never heard of and will not resume; it runs another trial in its place. Its
+        files go to ``trials/_orphaned/`` and ``epochs/_orphaned/``, so that every row
+        belongs to a trial of the search.
+        """
+        known = set(map(_safe, known))
+        orphans = sorted((self.trial_ids(EPOCHS) | self.trial_ids(TRIALS)) - known)
+        for table in (TRIALS, EPOCHS):
+            here = self.trial_ids(table)
+            for trial_id in orphans:
+                if trial_id in here:
+                    dest = f"{self.dir}/{table}/_orphaned"
+                    self.fs.create_dir(dest, recursive=True)
+                    name = f"{trial_id}.parquet"
+                    self.fs.move(f"{self.dir}/{table}/{name}", f"{dest}/{name}")
+        return orphans
 
     def has_results(self) -> bool:
         """Whether this experiment folder already holds results or a spec."""
@@ -331,6 +385,9 @@ def rank(
     ]
     extras = [c for c in ("params", "macs", "train_time_s") if c in scored.columns]
     keyed = scored.copy()
+    if not group:  # one configuration (e.g. only seeds vary): a single group
+        group = ["configuration"]
+        keyed["configuration"] = "all"
     for c in group:
         keyed[c] = keyed[c].astype("string").fillna("—")
     agg = keyed.groupby(list(group), dropna=False, sort=False)

@@ -9,7 +9,8 @@ Examples::
     python -m tuner.run search_spaces/demo.yaml --laptop
     python -m tuner.run search_spaces/resnet_nwpu.yaml --set dataset.root=/data/NWPU-RESISC45
     python -m tuner.run search_spaces/resnet_nwpu.yaml --resume      # continue after a crash
-    python -m tuner.run search_spaces/resnet_nwpu.yaml --address auto   # on a Ray cluster
+    python -m tuner.run search_spaces/resnet_nwpu.yaml --address auto \
+        --results s3://my-bucket/tuner                                  # on a Ray cluster
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import yaml
 
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="local Ray on this machine, packing trials per GPU (default 4) or splitting cores",
     )
     mode.add_argument("--address", help="existing Ray cluster: 'auto' or ray://HOST:10001")
+    p.add_argument(
+        "--shared-storage",
+        action="store_true",
+        help="the local --results path is a shared filesystem mounted at the same path on "
+        "every node (otherwise a multi-node cluster needs --results s3://... or gs://...)",
+    )
     p.add_argument("--num-cpus", type=int, help="local Ray: CPUs to declare")
     p.add_argument("--num-gpus", type=float, help="local Ray: (logical) GPUs to declare")
     p.add_argument("--smoke", action="store_true", help="tiny run: 2 batches per split per epoch")
@@ -69,9 +75,13 @@ def _fail(message: str) -> int:
     return 2
 
 
-def saved_spec(exp_dir: Path) -> Spec:
-    """The resolved spec saved with an experiment's results (used by ``--resume``)."""
-    return validate(yaml.safe_load((exp_dir / "spec.yaml").read_text()))
+def saved_spec(store) -> Spec:
+    """The resolved spec saved with an experiment's results (used by ``--resume``).
+
+    Args:
+        store: The experiment's :class:`~tuner.results.ResultsStore` (local or a URI).
+    """
+    return validate(yaml.safe_load(store.read_text("spec.yaml")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
 
     store = ResultsStore(args.results, spec.experiment)
     local_results = "://" not in str(args.results)
-    exp_dir = Path(store.dir) if local_results else None
     if store.has_results() and not args.resume:
         return _fail(
             f"experiment {spec.experiment!r} already has results in {store.dir}; "
@@ -101,34 +110,49 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"--resume: no experiment {spec.experiment!r} under {args.results} to resume")
     if args.resume:
         try:
-            saved = saved_spec(exp_dir) if exp_dir else spec
-        except (SpecError, ValueError) as err:
+            saved = saved_spec(store)
+        except (SpecError, ValueError, OSError) as err:
             return _fail(f"saved spec of {spec.experiment!r}: {err}")
         if saved.model_dump() != spec.model_dump():
             print("note: --resume continues with the spec saved with the results", flush=True)
         spec = saved
 
-    # Data first (validates it and builds the decoded cache once), then Ray.
+    # Data first (validates it and builds the decoded cache once), then Ray; nothing is
+    # written under the results root before the storage check.
     pretrained: dict[str, str] = {}
+    manifest = None
     if spec.trainable == "classify":
         try:
-            _prepare_data(spec, store, write=not args.resume)
+            manifest = _prepare_data(spec)
         except (FileNotFoundError, ValueError) as err:
             return _fail(f"dataset: {err}")
+
+    from tuner import search
+    from tuner.cluster import StorageError, check_storage
+
+    try:
+        resources = search.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        return _fail(f"cannot start or reach Ray ({args.address or 'local'}): {err}")
+    try:
+        check_storage(args.results, args.address, shared=args.shared_storage)
+    except StorageError as err:
+        search.shutdown_ray()
+        return _fail(str(err))
+    if args.address:
+        problem = _data_missing_on_nodes(spec, search)
+        if problem:
+            search.shutdown_ray()
+            return _fail(problem)
     if not args.resume:
+        if manifest is not None:
+            store.write_text("manifest.csv", manifest)
         store.write_text("spec.yaml", yaml.safe_dump(_resolved(spec), sort_keys=False))
     if spec.pretrain is not None:
         from tuner.pretrain import pretrain_all
 
         _, base = filesystem(args.results)
         pretrained = pretrain_all(spec, base if local_results else ".")
-
-    from tuner import search
-
-    try:
-        resources = search.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        return _fail(f"cannot start or reach Ray ({args.address or 'local'}): {err}")
     packing = search.plan_packing(
         spec,
         laptop=args.laptop is not None,
@@ -155,15 +179,35 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         search.shutdown_ray()
     print(f"\nsearch finished in {time.time() - t0:.0f} s", flush=True)
-    _print_ranking(store.dir, spec, args.top)
+    _print_ranking(store.uri, spec, args.top)
     return 0
+
+
+def _data_missing_on_nodes(spec: Spec, search) -> str | None:
+    """On a cluster, every node must see the dataset folders (synthetic ones are generated)."""
+    datasets = [("dataset.root", spec.dataset)]
+    if spec.pretrain is not None:
+        datasets.append(("pretrain.dataset.root", spec.pretrain.dataset))
+    for key, data in datasets:
+        if data is None or data.preset == "synthetic":
+            continue
+        missing = search.missing_on_nodes(data.root)
+        if missing:
+            nodes = ", ".join(f"{ip} (node {node_id[:8]})" for node_id, ip in missing.items())
+            return (
+                f"{key} {data.root!r} does not exist on node(s) {nodes}: every node reads the "
+                "dataset from the same path; mount shared storage there or sync the data in "
+                "the cluster's setup commands (see cluster.yaml)"
+            )
+    return None
 
 
 def _resolved(spec: Spec) -> dict:
     return spec.model_dump(mode="json", exclude_none=True)
 
 
-def _prepare_data(spec: Spec, store, *, write: bool) -> None:
+def _prepare_data(spec: Spec) -> str:
+    """Validate the dataset, build its decoded cache and return the split manifest (CSV)."""
     from trainables.augment import stored_size
     from trainables.data.dataset import prepare
 
@@ -193,8 +237,7 @@ def _prepare_data(spec: Spec, store, *, write: bool) -> None:
             f"e.g. {data.duplicates[0]}",
             file=sys.stderr,
         )
-    if write:
-        store.write_text("manifest.csv", data.manifest.to_csv(index=False))
+    return data.manifest.to_csv(index=False)
 
 
 def _describe_search(spec: Spec) -> str:

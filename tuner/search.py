@@ -4,6 +4,12 @@
 Optuna's TPE (or a grid), ASHA (or no scheduler), per-trial resources, failure retries from
 the last checkpoint, and two driver-side callbacks: :class:`ResultsCallback` writes the
 Parquet tables as trials report and end, :class:`LiveView` prints a compact status line.
+
+Fault tolerance: a trial that crashes, or whose node dies, is retried from its last
+checkpoint (``search.max_failures``); a killed driver is continued with ``--resume`` from
+Tune's experiment snapshot (trials and the Optuna searcher), and :class:`ResumableASHA`
+rebuilds the scheduler's rung records, which the snapshot does not hold, from the epochs
+table.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +37,7 @@ os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune import Callback, Checkpoint  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler  # noqa: E402
 from ray.tune.search import ConcurrencyLimiter  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
@@ -102,6 +109,16 @@ def _jsonable(metrics: dict) -> dict:
     return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in metrics.items()}
 
 
+def _builtin(value):
+    """JSON fallback for numpy scalars in metrics."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+#: The last reported metrics, kept in every checkpoint (re-reported by a trial with nothing
+#: left to train, since Tune refuses a trial that ends without reporting its metric).
+LAST_RESULT = ".tuner-last-result.json"
+
+
 def _trainable(
     config: dict,
     *,
@@ -110,31 +127,49 @@ def _trainable(
     pretrained: dict,
     cpus: float,
     max_batches: int | None,
+    finished: frozenset[str] = frozenset(),
 ):
-    """The Ray Tune function trainable: restore, train, report every epoch."""
+    """The Ray Tune function trainable: restore, train, report every epoch.
+
+    A trial restored from the checkpoint of its last epoch has nothing left to train: it
+    reports the result saved in that checkpoint again. So does a trial listed in
+    ``finished`` (its final row is already in the results store: a resumed search restores a
+    trial that finished after Tune's last snapshot as unfinished), without training.
+    """
     from trainables.config import DataConfig
 
     module = importlib.import_module(TRAINABLES[kind])
+    # Several nodes of one machine share a host name: the node id tells them apart.
+    node_id = ray.get_runtime_context().get_node_id()
     restored = tune.get_checkpoint()
     with tempfile.TemporaryDirectory(prefix="tuner-trial-") as work:
         work_dir = Path(work)
         if restored is not None:
             with restored.as_directory() as src:
                 shutil.copytree(src, work_dir, dirs_exist_ok=True)
+        last_file = work_dir / LAST_RESULT
+        reported = False
 
         def report(metrics: dict, directory: Path) -> None:
-            tune.report(_jsonable(metrics), checkpoint=Checkpoint.from_directory(str(directory)))
+            nonlocal reported
+            payload = _jsonable({**metrics, "node_id": node_id})
+            (Path(directory) / LAST_RESULT).write_text(json.dumps(payload, default=_builtin))
+            reported = True
+            tune.report(payload, checkpoint=Checkpoint.from_directory(str(directory)))
 
-        module.run_trial(
-            flat_params(config),
-            data=DataConfig.model_validate(data) if data else None,
-            report=report,
-            checkpoint_dir=work_dir,
-            resume=restored is not None,
-            num_threads=max(1, int(cpus)),
-            pretrained=pretrained,
-            max_batches=max_batches,
-        )
+        if not (tune.get_context().get_trial_id() in finished and last_file.is_file()):
+            module.run_trial(
+                flat_params(config),
+                data=DataConfig.model_validate(data) if data else None,
+                report=report,
+                checkpoint_dir=work_dir,
+                resume=restored is not None,
+                num_threads=max(1, int(cpus)),
+                pretrained=pretrained,
+                max_batches=max_batches,
+            )
+        if not reported and last_file.is_file():
+            tune.report(json.loads(last_file.read_text()))
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -165,12 +200,18 @@ def _status(trial, last: dict, epochs: int) -> str:
     return "completed" if done >= epochs and last.get("test_acc") is not None else "early-stopped"
 
 
+FINISHED = ("completed", "early-stopped")
+
+
 class ResultsCallback(Callback):
     """Writes the trials and epochs Parquet tables from the driver as results arrive.
 
     Epoch rows are keyed by epoch, so a trial retried from its last checkpoint replaces,
     never duplicates, the epochs it runs again; a resumed search reads back the rows
-    already written before adding to them.
+    already written before adding to them. On resume, trials the store already holds as
+    finished keep their rows (a trial that finished after Tune's last snapshot is restored
+    as unfinished and may report again), and the rows of trials that the snapshot never
+    knew (started after it, so they are never resumed) are moved to ``_orphaned/``.
     """
 
     def __init__(self, results_root: str, spec: Spec, packing: Packing):
@@ -183,6 +224,9 @@ class ResultsCallback(Callback):
         self.epochs: dict[str, dict[int, dict]] = {}
         self.last: dict[str, dict] = {}
         self.started: dict[str, float] = {}
+        self.recovered: dict[str, int] = {}
+        self.finished = self.store.finished_trial_ids()
+        self._reconciled = False
 
     def _epoch_rows(self, trial_id: str) -> dict[int, dict]:
         if trial_id not in self.epochs:
@@ -200,15 +244,34 @@ class ResultsCallback(Callback):
             self.epochs[trial_id] = rows
         return self.epochs[trial_id]
 
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self._reconciled:
+            return
+        self._reconciled = True
+        moved = self.store.move_orphans({t.trial_id for t in trials})
+        if moved:
+            print(
+                f"note: {len(moved)} trial(s) started after Tune's last snapshot: the restored "
+                f"search runs other trials in their place; their rows were moved to "
+                f"{self.store.dir}/{{trials,epochs}}/_orphaned/: {', '.join(moved)}",
+                flush=True,
+            )
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, time.time())
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self.recovered[trial.trial_id] = self.recovered.get(trial.trial_id, 0) + 1
+
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if trial.trial_id in self.finished:
+            return
         rows = self._epoch_rows(trial.trial_id)
         row = {
             **result,
             "node": result.get("hostname") or result.get("node_ip"),
-            "time": _utc(result.get("timestamp")),
+            # when the driver received it (sub-second; ResumableASHA replays in this order)
+            "time": _utc(time.time()),
         }
         rows[int(result["epoch"])] = row
         self.last[trial.trial_id] = result
@@ -238,9 +301,11 @@ class ResultsCallback(Callback):
             "best_val_f1": None,
             "best_val_kappa": None,
             "node": last.get("hostname") or last.get("node_ip"),
+            "node_id": last.get("node_id"),
             "cpus": self.packing.cpu,
             "gpu_fraction": self.packing.gpu,
-            "retries": trial.num_failures,
+            # Node losses reported as preemptions do not count in num_failures.
+            "retries": max(trial.num_failures, self.recovered.get(trial.trial_id, 0)),
             "checkpoint": checkpoint.path if checkpoint is not None else None,
             "start_time": _utc(self.started.get(trial.trial_id) or trial.run_metadata.start_time),
             "end_time": _utc(time.time()),
@@ -259,24 +324,50 @@ class ResultsCallback(Callback):
         row["epochs"] = epochs
         return row
 
+    def _write_final(self, row: dict) -> None:
+        """Write a trial's row, first dropping epoch rows past its last epoch.
+
+        Such rows are left by a driver that died after a trial reported them but before
+        Tune's snapshot recorded the checkpoint: the resumed trial re-ran from an earlier
+        checkpoint and ended sooner, so they belong to no model the trial row describes.
+        """
+        rows = self._epoch_rows(row["trial_id"])
+        stale = [e for e in rows if row["epochs_run"] and e > row["epochs_run"]]
+        if stale:
+            for e in stale:
+                del rows[e]
+            self.store.write_epochs(row["trial_id"], list(rows.values()))
+        self.store.write_trial(row)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.finished:
+            return
         last = self.last.get(trial.trial_id) or trial.last_result or {}
         epochs = int(flat_params(trial.config).get("epochs") or self.spec.max_epochs)
-        self.store.write_trial(self._trial_row(trial, _status(trial, last, epochs)))
+        self._write_final(self._trial_row(trial, _status(trial, last, epochs)))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.finished:
+            return
         error = None
         err = trial.get_error()
         if err is not None:
             error = str(err).strip()[-4000:]
-        self.store.write_trial(self._trial_row(trial, "error", error or "trial failed"))
+        self._write_final(self._trial_row(trial, "error", error or "trial failed"))
 
 
 class LiveView(Callback):
-    """A compact status line: running / finished / stopped early / failed, best, elapsed."""
+    """A compact status line: running / finished / stopped early / failed, best, elapsed.
 
-    def __init__(self, spec: Spec, every_s: float = 10.0, stream=None):
+    With ``results_root``, a resumed search counts the trials that already have a final
+    row and does not announce them again.
+    """
+
+    def __init__(
+        self, spec: Spec, every_s: float = 10.0, stream=None, results_root: str | None = None
+    ):
         self.spec, self.every_s, self.stream = spec, every_s, stream
+        self.results_root = results_root
         self.setup()
 
     def setup(self, **info) -> None:
@@ -285,6 +376,18 @@ class LiveView(Callback):
         self.counts = {"completed": 0, "early-stopped": 0, "error": 0}
         self.best: tuple[float, str] | None = None
         self.running = 0
+        self.finished: set[str] | None = None
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self.finished is not None:
+            return
+        self.finished = set()
+        if self.results_root is not None:
+            statuses = ResultsStore(self.results_root, self.spec.experiment).trial_statuses()
+            for trial_id, status in statuses.items():
+                if status in FINISHED:
+                    self.finished.add(trial_id)
+                    self.counts[status] += 1
 
     def _describe(self, trial) -> str:
         p = flat_params(trial.config)
@@ -318,6 +421,8 @@ class LiveView(Callback):
                 self.best = (value, self._describe(trial))
 
     def _ended(self, trial, status: str) -> None:
+        if trial.trial_id in (self.finished or ()):
+            return
         self.counts[status] += 1
         last = trial.last_result or {}
         m = self.spec.search.metric
@@ -332,6 +437,14 @@ class LiveView(Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._ended(trial, "error")
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        err = trial.get_error()
+        cause = str(err).strip().splitlines()[-1][:200] if err is not None else "trial failed"
+        self._print(
+            f"{'retrying':<13} {self._describe(trial)}  failure {trial.num_failures} of "
+            f"{trial.max_failures} allowed, from its last checkpoint: {cause}"
+        )
+
     def on_step_end(self, iteration, trials, **info) -> None:
         self.running = sum(t.status == "RUNNING" for t in trials)
         if time.time() - self.last_print >= self.every_s:
@@ -343,6 +456,112 @@ class LiveView(Callback):
         self._print(self.status_line())
 
 
+class ResumableASHA(ASHAScheduler):
+    """ASHA whose rung records are rebuilt from the results store when a search resumes.
+
+    Tune's experiment snapshot restores the trials and the searcher, not the scheduler: a
+    restored ASHA would start with empty rungs, and the first trials to reach each rung after
+    a restart would all continue. At its first result, this scheduler reads the epochs
+    table of its experiment (empty for a new search) and replays every recorded
+    ``(trial, epoch, metric)`` into its bracket in the order the driver received them, so
+    the cutoffs, and the decisions taken on the way, are those of the run that was cut
+    short. Restored trials then continue as they would have:
+
+    * a trial whose last recorded result was a stop decision (the driver died before the
+      trial ended) is stopped when it reports that epoch again;
+    * a trial the store already holds as finished is stopped at its first result;
+    * a trial re-running epochs it had already reported (its checkpoint in the snapshot is
+      older) is not judged again at rungs it has passed.
+
+    Args:
+        results_root: Results root of the experiment (local path or URI).
+        experiment: Experiment name.
+        **kwargs: :class:`~ray.tune.schedulers.ASHAScheduler` arguments (one bracket).
+    """
+
+    def __init__(self, *, results_root: str, experiment: str, **kwargs):
+        super().__init__(**kwargs)
+        self.results_root, self.experiment = results_root, experiment
+        self.finished: set[str] = set()
+        #: Trial id -> epoch at which the replayed run had stopped it.
+        self.stopped: dict[str, int] = {}
+        self.replayed = 0
+        self._known: set[str] = set()
+        self._loaded = False
+
+    def rebuild(self, records: Iterable[tuple[str, int, float]]) -> int:
+        """Replay recorded results into the rungs; returns how many were replayed.
+
+        Args:
+            records: ``(trial_id, epoch, metric value)`` in the order they were reported.
+        """
+        bracket, n = self._brackets[0], 0
+        last: dict[str, tuple[int, str]] = {}
+        for trial_id, epoch, value in records:
+            if value is None or value != value:  # NaN
+                continue
+            reward = self._metric_op * float(value)
+            last[trial_id] = (int(epoch), bracket.on_result(_Recorded(trial_id), epoch, reward))
+            n += 1
+        for trial_id, (epoch, action) in last.items():
+            if action == TrialScheduler.STOP:
+                self.stopped[trial_id] = epoch
+        return n
+
+    def rung_sizes(self) -> dict[int, int]:
+        """Results recorded per rung (milestone epoch -> count)."""
+        return {int(m): len(rec) for m, rec in reversed(self._brackets[0]._rungs)}
+
+    def _load(self) -> None:
+        from tuner.results import ResultsStore, load
+
+        store = ResultsStore(self.results_root, self.experiment)
+        trials, epochs = load(store.uri, on_corrupt="warn")
+        done = trials[trials["status"].isin(FINISHED)]
+        self.finished = set(done["trial_id"].astype(str))
+        if epochs.empty or self._metric not in epochs.columns:
+            return
+        # Only trials of this search: not those the restored snapshot never knew.
+        rows = epochs[epochs["trial_id"].astype(str).isin(self._known)]
+        rows = rows.dropna(subset=[self._metric]).sort_values(["time", "epoch"], kind="stable")
+        records = zip(
+            rows["trial_id"].astype(str), rows["epoch"].astype(int), rows[self._metric], strict=True
+        )
+        self.replayed = self.rebuild(records)
+        pending = set(self.stopped) - self.finished
+        if self.replayed:
+            rungs = ", ".join(f"epoch {m}: {n}" for m, n in self.rung_sizes().items())
+            print(
+                f"ASHA rebuilt from the epochs table: {self.replayed} results of "
+                f"{rows['trial_id'].nunique()} trials replayed (recorded per rung: {rungs}); "
+                f"{len(self.finished)} trials already finished, {len(pending)} stopped "
+                "without a final row",
+                flush=True,
+            )
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._known.add(trial.trial_id)
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if not self._loaded:  # every restored trial has been added by now
+            self._loaded = True
+            self._load()
+        if trial.trial_id in self.finished:
+            return TrialScheduler.STOP
+        stop_at = self.stopped.get(trial.trial_id)
+        if stop_at is not None and result.get(self._time_attr, 0) >= stop_at:
+            return TrialScheduler.STOP
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+@dataclass
+class _Recorded:
+    """Stands for a trial in a replayed result (the bracket only reads its id)."""
+
+    trial_id: str
+
+
 def _short(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
@@ -351,12 +570,18 @@ def _short(v) -> str:
 
 # --------------------------------------------------------------------------------- ray
 def init_ray(address: str | None, *, num_cpus: int | None, num_gpus: float | None) -> dict:
-    """Start (local) or join (``address``) Ray; returns the cluster's resources."""
+    """Start (local) or join (``address``) Ray; returns the cluster's resources.
+
+    Joining a cluster, the driver's ``TUNER_*`` environment variables (cache folder, test
+    switches) are passed to every trial worker through the job's runtime environment.
+    """
     if ray.is_initialized():
         return ray.cluster_resources()
     quiet = {"log_to_driver": False, "configure_logging": True, "logging_level": "ERROR"}
     if address:
-        ray.init(address=address, **quiet)
+        # Trial workers on other nodes do not inherit this process's environment.
+        env = {k: v for k, v in os.environ.items() if k.startswith("TUNER_")}
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, **quiet)
     else:
         ray.init(
             address="local",
@@ -367,6 +592,37 @@ def init_ray(address: str | None, *, num_cpus: int | None, num_gpus: float | Non
             **quiet,
         )
     return ray.cluster_resources()
+
+
+def alive_nodes() -> int:
+    """Alive nodes of the Ray cluster this driver is connected to."""
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def missing_on_nodes(path: str) -> dict[str, str]:
+    """Alive nodes on which ``path`` does not exist (node id -> node IP).
+
+    One zero-CPU task per node, pinned to it, looks at the path: every node must read a
+    dataset from the same path (a shared mount, or a copy synced by cluster setup).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def exists(p: str) -> bool:
+        return Path(p).expanduser().exists()
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    found = ray.get(
+        [
+            exists.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(path)
+            for n in nodes
+        ]
+    )
+    return {
+        n["NodeID"]: n["NodeManagerAddress"] for n, ok in zip(nodes, found, strict=True) if not ok
+    }
 
 
 def shutdown_ray() -> None:
@@ -406,6 +662,7 @@ def build_tuner(
 ) -> tune.Tuner:
     """Assemble (or restore) the ``tune.Tuner`` of a spec."""
     data = spec.dataset.model_dump(mode="json") if spec.dataset else None
+    finished = ResultsStore(results_root, spec.experiment).finished_trial_ids() if resume else ()
     fn = tune.with_parameters(
         _trainable,
         kind=spec.trainable,
@@ -413,6 +670,7 @@ def build_tuner(
         pretrained=pretrained,
         cpus=packing.cpu,
         max_batches=max_batches,
+        finished=frozenset(finished),
     )
     fn = tune.with_resources(fn, {"cpu": packing.cpu, "gpu": packing.gpu})
     base = experiment_path(results_root, spec.experiment)
@@ -423,8 +681,10 @@ def build_tuner(
     s = spec.search
     scheduler = None
     if spec.scheduler.type == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
+        scheduler = ResumableASHA(
+            results_root=str(results_root),
+            experiment=spec.experiment,
+            time_attr="epoch",
             max_t=spec.max_epochs,
             grace_period=spec.scheduler.grace_period,
             reduction_factor=spec.scheduler.reduction_factor,
@@ -485,7 +745,7 @@ def run_search(
     """Run the search to the end; results land in the Parquet store as trials end."""
     callbacks = [
         ResultsCallback(results_root, spec, packing),
-        LiveView(spec, every_s=status_every_s, stream=stream),
+        LiveView(spec, every_s=status_every_s, stream=stream, results_root=results_root),
     ]
     tuner = build_tuner(
         spec,
