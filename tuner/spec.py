@@ -16,6 +16,7 @@ created. ``${VAR}`` and ``${VAR:-default}`` in string values expand from the env
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import math
 import os
@@ -35,6 +36,7 @@ RANGE_KINDS = ("uniform", "loguniform", "int", "logint")
 NOT_PARAMS = ("data", "num_threads", "num_workers", "max_batches")
 PARAM_NAMES = tuple(n for n in TrialConfig.model_fields if n not in NOT_PARAMS)
 FACTOR_NAMES = ("model", "transfer", "weights", "augmentation", "head")
+AUGMENTATIONS = typing.get_args(TrialConfig.model_fields["augmentation"].annotation)
 #: Common names for parameters, offered when a spec uses them.
 SYNONYMS = {
     "learning_rate": "lr", "learningrate": "lr", "batch": "batch_size", "bs": "batch_size",
@@ -423,19 +425,28 @@ def _known_keys(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+@functools.cache
+def _adapter(name: str) -> TypeAdapter:
+    """A validator for one TrialConfig field, with its constraints (built once)."""
+    field = TrialConfig.model_fields[name]
+    annotated = typing.Annotated[(field.annotation, *field.metadata)] if field.metadata else None
+    return TypeAdapter(annotated or field.annotation)
+
+
 def _check_value(path: str, name: str, value: Any) -> None:
     """Validate one candidate value of a parameter against TrialConfig and the registries."""
-    from trainables.augment import AUGMENTATIONS
-    from trainables.models import available_models
-
     if name == "model":
+        from trainables.models import available_models  # imports torch: only when needed
+
         known = available_models()
         if value not in known:
             hint = difflib.get_close_matches(str(value), known, n=3)
             did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
             raise SpecError(f"{path}: unknown model {value!r}{did}")
         return
-    if name == "augmentation" and value not in AUGMENTATIONS:
+    if name == "augmentation":
+        if value in AUGMENTATIONS:
+            return
         hint = difflib.get_close_matches(str(value), AUGMENTATIONS, n=2)
         did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
         raise SpecError(f"{path}: unknown augmentation {value!r}{did} Known: {AUGMENTATIONS}")
@@ -449,9 +460,8 @@ def _check_value(path: str, name: str, value: Any) -> None:
             )
         return
     field = TrialConfig.model_fields[name]
-    annotated = typing.Annotated[(field.annotation, *field.metadata)] if field.metadata else None
     try:
-        TypeAdapter(annotated or field.annotation).validate_python(value)
+        _adapter(name).validate_python(value)
     except ValidationError as err:
         msg = err.errors()[0]["msg"]
         raise SpecError(f"{path}: {msg} (got {value!r}; default {field.default!r})") from None
