@@ -271,9 +271,12 @@ def _print_ranking(exp_dir: str, spec: Spec, top: int) -> None:
     by = "test_acc"
     print(f"\ntop {top} by {by} (test split, best-validation checkpoint):")
     print(format_ranking(rank(trials, by=by, top=top), by))
+    if (trials["status"] != "completed").any():
+        print("(early-stopped and failed trials have no test figures; --by best_val_acc ranks all)")
     print(f"\nresults: {exp_dir}/trials  ({len(trials)} rows)")
     print(f"         {exp_dir}/epochs  ({len(epochs)} rows)")
     print(f"rank again: python -m tuner.rank {exp_dir} --by test_acc --group model,transfer")
+    print(f"report:     python -m tuner.report {exp_dir}")
 
 
 if __name__ == "__main__":
