@@ -18,7 +18,6 @@ import importlib
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -757,8 +756,3 @@ def run_search(
         max_batches=max_batches,
     )
     tuner.fit()
-
-
-def node_name() -> str:
-    """This machine's host name (recorded with results)."""
-    return socket.gethostname()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
-import math
 import os
 import re
 import typing
@@ -675,8 +674,3 @@ def format_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if (v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4)) else f"{v:g}"
     return str(v)
-
-
-def is_nan(v: Any) -> bool:
-    """Whether ``v`` is a float NaN."""
-    return isinstance(v, float) and math.isnan(v)

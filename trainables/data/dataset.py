@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -145,13 +144,3 @@ def prepare(
         class_names=files.class_names,
         duplicates=cross_split_duplicates(manifest, digests),
     )
-
-
-def write_manifest(data: PreparedData, path: str | Path) -> Path:
-    """Write the manifest as CSV (atomically) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data.manifest.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
