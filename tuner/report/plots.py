@@ -267,56 +267,55 @@ def _grouped_bars(ax, x: np.ndarray, series: list[tuple[str, np.ndarray, np.ndar
                         color="#666")  # fmt: skip
 
 
-def factor_png(table: pd.DataFrame, by: str = "model", ylabel: str = "test accuracy (%)") -> bytes:
-    """Grouped bars: the metric per model under each factor condition, with ±std whiskers."""
-    conditions = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
-    models = list(table[by])
-    fig = Figure(figsize=(max(6.5, 1.8 * len(models) + 3), 4.2))
+def _mean_std_bars(
+    table: pd.DataFrame,
+    keys: Sequence[str],
+    by: str,
+    *,
+    ylabel: str,
+    title: str,
+    subtitle: str,
+    width_per_group: float,
+) -> bytes:
+    """Grouped bars of ``<key>_mean`` ± ``<key>_std`` (fractions, shown in %) per ``by`` row."""
+    groups = list(table[by])
+    fig = Figure(figsize=(max(6.5, width_per_group * len(groups) + 3), 4.2))
     ax = fig.add_subplot()
     series = [
         (
-            cond,
-            100 * table[f"{cond}_mean"].astype(float).to_numpy(),
-            100 * table[f"{cond}_std"].astype(float).to_numpy(),
+            key,
+            100 * table[f"{key}_mean"].astype(float).to_numpy(),
+            100 * table[f"{key}_std"].astype(float).to_numpy(),
         )
-        for cond in conditions
+        for key in keys
     ]
-    _grouped_bars(ax, np.arange(len(models)), series)
-    ax.set_xticks(np.arange(len(models)), models)
+    _grouped_bars(ax, np.arange(len(groups)), series)
+    ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 100)
-    ax.set_title("Training factors per model", fontsize=11, pad=16)
+    ax.set_title(title, fontsize=11, pad=16)
     ax.text(
-        0.5, 1.005, "mean ± std over the other factors and seeds", transform=ax.transAxes,
-        ha="center", va="bottom", fontsize=8, color="#555",
+        0.5, 1.005, subtitle, transform=ax.transAxes, ha="center", va="bottom", fontsize=8,
+        color="#555",
     )  # fmt: skip
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(5, len(conditions)), loc="upper left")
+    ax.legend(fontsize=8, ncol=min(5, len(keys)), loc="upper left")
     return to_png(fig)
+
+
+def factor_png(table: pd.DataFrame, by: str = "model", ylabel: str = "test accuracy (%)") -> bytes:
+    """Grouped bars: the metric per model under each factor condition, with ±std whiskers."""
+    conditions = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
+    return _mean_std_bars(
+        table, conditions, by, ylabel=ylabel, title="Training factors per model",
+        subtitle="mean ± std over the other factors and seeds", width_per_group=1.8,
+    )  # fmt: skip
 
 
 def comparison_png(table: pd.DataFrame, names: Sequence[str], by: str = "model") -> bytes:
     """Grouped bars: each model's test accuracy in each experiment (±std over seeds)."""
-    models = list(table[by])
-    fig = Figure(figsize=(max(6.5, 1.5 * len(models) + 3), 4.2))
-    ax = fig.add_subplot()
-    series = [
-        (
-            name,
-            100 * table[f"{name}_mean"].astype(float).to_numpy(),
-            100 * table[f"{name}_std"].astype(float).to_numpy(),
-        )
-        for name in names
-    ]
-    _grouped_bars(ax, np.arange(len(models)), series)
-    ax.set_xticks(np.arange(len(models)), models)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("Models across experiments", fontsize=11, pad=16)
-    ax.text(
-        0.5, 1.005, "each at its best-validation configuration; ± std over seeds",
-        transform=ax.transAxes, ha="center", va="bottom", fontsize=8, color="#555",
+    return _mean_std_bars(
+        table, names, by, ylabel="test accuracy (%)", title="Models across experiments",
+        subtitle="each at its best-validation configuration; ± std over seeds",
+        width_per_group=1.5,
     )  # fmt: skip
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    return to_png(fig)
