@@ -1,0 +1,57 @@
+"""The benchmark scripts run end to end on tiny generated data (figures are not checked)."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures import make_presplit
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str) -> dict:
+    return runpy.run_path(str(BENCHMARKS / f"{name}.py"), run_name=f"benchmarks_{name}")
+
+
+@pytest.fixture(scope="module")
+def presplit(tmp_path_factory) -> Path:
+    """3 classes × (8 train + 2 test) JPEGs in a pre-split tree."""
+    return make_presplit(tmp_path_factory.mktemp("bench"), train_per_class=8, test_per_class=2)
+
+
+def test_pooled_links_every_image_of_a_presplit_tree(presplit, tmp_path):
+    pooled = _script("frozen")["pooled"]
+    out = pooled(presplit, tmp_path / "pooled")
+    links = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
+    assert len(links) == 30
+    assert "beach/train_beach_0.jpg" in links and "beach/test_beach_8.jpg" in links
+    assert all((out / link).resolve().is_file() for link in links)
+    plain = tmp_path / "plain"
+    (plain / "beach").mkdir(parents=True)
+    assert pooled(plain, tmp_path / "unused") == plain
+
+
+@pytest.mark.parametrize(
+    ("extra", "counts", "bound"),
+    [([], (24, 3, 3), (2 * 27 + 3) / 30), (["--keep-presplit"], (21, 3, 6), (2 * 24 + 6) / 30)],
+)
+def test_frozen_benchmark_states_split_and_bound(presplit, capsys, extra, counts, bound):
+    argv = ["--root", str(presplit), "--image-size", "32", "--epochs", "2", "--batch-size", "8"]
+    assert _script("frozen")["main"]([*argv, "--threads", "1", *extra]) == 0
+    out = capsys.readouterr().out
+    train, val, test = counts
+    assert f"train {train} / val {val} / test {test} images; bound {bound:.2f}x" in out
+    once, every = re.search(r"test acc (\S+) / (\S+)", out).groups()
+    assert once == every  # both ways train the same head on the same features
+    assert re.search(r"speed-up: \d+\.\d\dx \(median of 1; bound", out)
+
+
+def test_loader_benchmark_runs(presplit, capsys):
+    argv = ["--root", str(presplit), "--size", "32", "--workers", "0", "--epochs", "1"]
+    assert _script("loader")["main"]([*argv, "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "(24 images)" in out and re.search(r"speed-up: \d+\.\dx", out)
