@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
 from trainables.augment import Normalize, eval_transform, train_transform
@@ -493,8 +494,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         ckpt, resume = args.pop("checkpoint_dir"), args.pop("resume")
         cfg = TrialConfig(data=data_cfg, **{k: v for k, v in args.items() if v is not None})
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except ValidationError as err:
+        for e in err.errors():
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["loc"]:
+                flag = "--" + str(e["loc"][-1]).replace("_", "-")
+                flag = "--split" if flag in ("--train", "--val", "--test") else flag
+                msg = f"{flag}: {msg} (got {e['input']!r})"
+            print(f"error: {msg}", file=sys.stderr)
         return 2
     summary = train(cfg, checkpoint_dir=ckpt, resume=resume)
     print("\nsummary:")

@@ -134,7 +134,7 @@ class TrialConfig(Strict):
             raise ValueError(f"transfer 'scratch' trains from random init, but weights={w!r}")
         if self.transfer != "scratch" and w is None:
             raise ValueError(
-                f"transfer {self.transfer!r} needs pretrained weights ('imagenet' or a "
-                "checkpoint path), but weights is none"
+                f"transfer {self.transfer!r} needs pretrained weights, but weights is none; "
+                "set weights to 'imagenet' or a checkpoint path, or use transfer 'scratch'"
             )
         return self
