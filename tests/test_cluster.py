@@ -442,6 +442,12 @@ def test_driver_kill_then_resume(ray_cluster, tmp_path):
         study = pickle.load(f)["_ot_study"]  # our own experiment folder: trusted
     assert len(study.trials) == 12 and trials["lr"].nunique() == 12
     assert {round(t.params["lr"], 12) for t in study.trials} == set(trials["lr"].round(12))
+    # Each trial's value in the study is its final result: the val_acc of its last row (a
+    # trial that finished after the snapshot re-reports that row, not its older checkpoint).
+    last = epochs.sort_values("epoch").groupby("trial_id").tail(1).set_index("trial_id")
+    lrs = zip(trials["trial_id"], trials["lr"], strict=True)
+    final = {round(lr, 12): last.at[t, "val_acc"] for t, lr in lrs}
+    assert {round(t.params["lr"], 12): t.value for t in study.trials} == pytest.approx(final)
     executed = _trace(trace)
     resumed = executed.loc[executed["time"] > second.started, "time"].min()
     # ASHA was not reset: fed the same results in the order they were first produced, an

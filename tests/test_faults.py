@@ -47,6 +47,21 @@ def test_rows_of_trials_the_search_never_knew_are_moved_aside(tmp_path):
     assert list(trials["trial_id"]) == ["done"] and set(epochs["trial_id"]) == {"done", "known"}
 
 
+def test_final_results_are_the_last_epoch_rows_of_finished_trials(tmp_path):
+    store = ResultsStore(tmp_path, "f")
+    store.write_trial({"trial_id": "done", "status": "completed"})
+    store.write_trial({"trial_id": "cut", "status": "early-stopped"})
+    store.write_trial({"trial_id": "bad", "status": "error"})
+    rows = [{"epoch": e, "val_acc": e / 10, "val_loss": 1 / e} for e in (3, 1, 2)]
+    for trial_id in ("done", "bad", "running"):
+        store.write_epochs(trial_id, rows)
+    store.write_epochs("cut", rows[1:2])
+    final = store.final_results()
+    assert set(final) == {"done", "cut"}
+    assert final["done"] == {"epoch": 3, "val_acc": 0.3, "val_loss": 1 / 3}
+    assert final["cut"]["epoch"] == 1 and isinstance(final["cut"]["epoch"], int)
+
+
 # ----------------------------------------------------------------------------------- ASHA
 @dataclass(frozen=True)
 class _Trial:

@@ -221,6 +221,26 @@ class ResultsStore:
         """Trials whose row says ``completed`` or ``early-stopped`` (a resume keeps them)."""
         return {t for t, s in self.trial_statuses().items() if s in ("completed", "early-stopped")}
 
+    def final_results(self) -> dict[str, dict]:
+        """Finished trial id -> the numbers of its last epoch row (what it last reported).
+
+        A resumed search restores a trial that finished after Tune's last snapshot as
+        unfinished, with an older checkpoint: it reports this row again instead, so that
+        Optuna and ASHA see the trial's true final result.
+        """
+        finished = self.finished_trial_ids()
+        epochs, _ = _read_table(self.fs, f"{self.dir}/{EPOCHS}", EPOCH_SCHEMA)
+        epochs = epochs[epochs["trial_id"].astype(str).isin(finished)]
+        last = epochs.sort_values("epoch", kind="stable").groupby("trial_id").tail(1)
+        kinds = {f.name: int for f in EPOCH_SCHEMA if pa.types.is_integer(f.type)}
+        kinds.update({f.name: float for f in EPOCH_SCHEMA if pa.types.is_floating(f.type)})
+        return {
+            str(row["trial_id"]): {
+                k: kinds[k](v) for k, v in row.items() if k in kinds and not pd.isna(v)
+            }
+            for row in last.to_dict("records")
+        }
+
     def move_orphans(self, known: set[str]) -> list[str]:
         """Move aside the rows of trials that are not in ``known``; returns their ids.
 

@@ -126,20 +126,25 @@ def _trainable(
     pretrained: dict,
     cpus: float,
     max_batches: int | None,
-    finished: frozenset[str] = frozenset(),
+    finished: dict[str, dict] | None = None,
 ):
     """The Ray Tune function trainable: restore, train, report every epoch.
 
     A trial restored from the checkpoint of its last epoch has nothing left to train: it
-    reports the result saved in that checkpoint again. So does a trial listed in
-    ``finished`` (its final row is already in the results store: a resumed search restores a
-    trial that finished after Tune's last snapshot as unfinished), without training.
+    reports the result saved in that checkpoint again. A trial listed in ``finished`` (trial
+    id -> its last epoch row in the results store: a resumed search restores a trial that
+    finished after Tune's last snapshot as unfinished, from an older checkpoint) reports
+    that row again, without training.
     """
     from trainables.config import DataConfig
 
     module = importlib.import_module(TRAINABLES[kind])
     # Several nodes of one machine share a host name: the node id tells them apart.
     node_id = ray.get_runtime_context().get_node_id()
+    final = (finished or {}).get(tune.get_context().get_trial_id())
+    if final is not None:
+        tune.report({**final, "node_id": node_id})
+        return
     restored = tune.get_checkpoint()
     with tempfile.TemporaryDirectory(prefix="tuner-trial-") as work:
         work_dir = Path(work)
@@ -156,17 +161,16 @@ def _trainable(
             reported = True
             tune.report(payload, checkpoint=Checkpoint.from_directory(str(directory)))
 
-        if not (tune.get_context().get_trial_id() in finished and last_file.is_file()):
-            module.run_trial(
-                flat_params(config),
-                data=DataConfig.model_validate(data) if data else None,
-                report=report,
-                checkpoint_dir=work_dir,
-                resume=restored is not None,
-                num_threads=max(1, int(cpus)),
-                pretrained=pretrained,
-                max_batches=max_batches,
-            )
+        module.run_trial(
+            flat_params(config),
+            data=DataConfig.model_validate(data) if data else None,
+            report=report,
+            checkpoint_dir=work_dir,
+            resume=restored is not None,
+            num_threads=max(1, int(cpus)),
+            pretrained=pretrained,
+            max_batches=max_batches,
+        )
         if not reported and last_file.is_file():
             tune.report(json.loads(last_file.read_text()))
 
@@ -661,7 +665,7 @@ def build_tuner(
 ) -> tune.Tuner:
     """Assemble (or restore) the ``tune.Tuner`` of a spec."""
     data = spec.dataset.model_dump(mode="json") if spec.dataset else None
-    finished = ResultsStore(results_root, spec.experiment).finished_trial_ids() if resume else ()
+    finished = ResultsStore(results_root, spec.experiment).final_results() if resume else {}
     fn = tune.with_parameters(
         _trainable,
         kind=spec.trainable,
@@ -669,7 +673,7 @@ def build_tuner(
         pretrained=pretrained,
         cpus=packing.cpu,
         max_batches=max_batches,
-        finished=frozenset(finished),
+        finished=finished,
     )
     fn = tune.with_resources(fn, {"cpu": packing.cpu, "gpu": packing.gpu})
     base = experiment_path(results_root, spec.experiment)
