@@ -1,9 +1,10 @@
 """Loader benchmark: decoded cache vs torchvision ImageFolder + DataLoader, images/s.
 
-Both pipelines serve the training split at 224 px with paper 1's augmentation (resize to 254,
-RandomResizedCrop 224, horizontal flip) with the same number of DataLoader workers (default:
-every CPU core). The baseline is the usual ImageFolder pipeline (decode, resize, crop, flip,
-ToTensor, Normalize in the workers). The cache serves uint8 batches: tuner's training step
+Both pipelines serve the same images (a pre-split tree's ``train/`` folder, else the whole
+tree) at 224 px with paper 1's augmentation (resize to 254, RandomResizedCrop 224, horizontal
+flip) with the same number of DataLoader workers (default: every CPU core). The baseline is
+the usual ImageFolder pipeline (decode, resize, crop, flip, ToTensor, Normalize in the
+workers). The cache serves uint8 channels-last batches: tuner's training step
 converts and normalises them on the device (the GPU, where it costs nothing measurable), so
 that figure is the loader's; the figure with normalisation on this CPU is printed too. The
 cache is built once before timing (its build time is printed separately); ImageFolder
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets
@@ -27,7 +29,7 @@ from torchvision.transforms import v2
 
 from trainables.augment import Normalize, train_transform
 from trainables.config import DataConfig, SplitConfig
-from trainables.data.dataset import batched, prepare
+from trainables.data.dataset import CachedImages, batched, prepare
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "NWPU-RESISC12"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             v2.Normalize(MEAN, STD),
         ]
     )
-    folder = datasets.ImageFolder(str(root / "train"), transform=baseline_tf)
+    subdir = "train" if (root / "train").is_dir() else ""  # a pre-split tree: its train/
+    folder = datasets.ImageFolder(str(root / subdir), transform=baseline_tf)
     base_loader = DataLoader(
         folder,
         batch_size=args.batch_size,
@@ -89,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         data = prepare(cfg, "paper")
         build = time.perf_counter() - t0
-        train = data.dataset("train", train_transform("paper", args.size))
+        # The same files as ImageFolder's: every image under ``subdir``.
+        prefix = f"{subdir}/" if subdir else ""
+        rows = np.flatnonzero([f.startswith(prefix) for f in data.scan.files])
+        train = CachedImages(
+            data.cache, rows, data.scan.labels[rows], train_transform("paper", args.size)
+        )
         norm = Normalize(MEAN, STD)
         loader = DataLoader(
             train,

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from tests.fixtures import add_oddities, make_nwpu, make_presplit, make_rsscn7, make_ucmerced
 from trainables.augment import (
     AUGMENTATIONS,
+    BatchAugment,
     Normalize,
-    RandomRot90,
     eval_transform,
     stored_size,
     train_transform,
@@ -196,11 +197,35 @@ def test_augmentation_presets():
         assert (e(src) if e is not None else src).shape == (3, 32, 32)
     with pytest.raises(ValueError, match="did you mean 'paper'"):
         train_transform("papr", 32)
-    rotated = RandomRot90()(image)
-    assert any(torch.equal(rotated, torch.rot90(image, k, (1, 2))) for k in range(4))
     norm = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     x = norm(torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 3, 2, 1))
     assert torch.allclose(x[0, 0, :, 0], torch.tensor([-1.0, 1.0]))
+
+
+@pytest.mark.parametrize(("name", "views"), [("paper", 2), ("aerial", 8)])
+def test_batch_augment_draws_per_image(name, views):
+    """Identical images get independent flips / rotations: every view of the preset occurs."""
+    image = torch.randint(0, 256, (3, 36, 36), dtype=torch.uint8)
+    augment = train_transform(name, 32)
+    assert isinstance(augment, BatchAugment)
+    augment.crop = v2.RandomResizedCrop(32, scale=(1.0, 1.0), ratio=(1.0, 1.0))  # fixed box
+    base = v2.functional.resize(image, [32, 32])
+    dihedral = [torch.rot90(v, k, (1, 2)) for v in (base, base.flip(1)) for k in range(4)]
+    torch.manual_seed(0)
+    out = augment(image.expand(400, -1, -1, -1))
+    seen = [next(i for i, v in enumerate(dihedral) if torch.equal(o, v)) for o in out]
+    counts = torch.bincount(torch.tensor(seen), minlength=8)
+    assert (counts > 0).sum() == views and counts.sum() == 400
+    assert counts.max() < 1.5 * 400 / views  # about uniform over the views
+    torch.manual_seed(0)
+    assert torch.equal(augment(image.expand(400, -1, -1, -1)), out)  # seeded
+
+
+def test_batch_augment_crops_each_image_differently():
+    image = torch.randint(0, 256, (3, 36, 36), dtype=torch.uint8)
+    out = train_transform("color", 32)(image.expand(16, -1, -1, -1))
+    assert out.shape == (16, 3, 32, 32) and out.dtype == torch.uint8
+    assert len({o.numpy().tobytes() for o in out}) == 16
 
 
 def test_cached_dataset_batches(tmp_path):

@@ -35,8 +35,11 @@ __all__ = ["PRESETS", "CachedImages", "PreparedData", "prepare", "scan_config"]
 class CachedImages(Dataset):
     """uint8 CHW images of one split, read from the decoded cache.
 
-    ``__getitems__`` reads a whole batch with one indexing operation and returns it already
-    stacked, so use it with ``collate_fn=`` :func:`batched`.
+    ``__getitems__`` reads a whole batch with one indexing operation, applies ``transform``
+    to the whole ``(N, C, H, W)`` batch (it must treat the images independently, as
+    :class:`~trainables.augment.BatchAugment` and deterministic v2 transforms do) and
+    returns it stacked, channels-last in memory (the cache's own layout, so the common case
+    copies nothing), so use it with ``collate_fn=`` :func:`batched`.
     """
 
     def __init__(self, cache: DecodedCache, rows: np.ndarray, labels: np.ndarray, transform=None):
@@ -53,8 +56,9 @@ class CachedImages(Dataset):
         idx = np.asarray(idx)
         pixels = torch.from_numpy(self.cache.images[self.rows[idx]]).permute(0, 3, 1, 2)
         if self.transform is not None:
-            pixels = torch.stack([self.transform(p) for p in pixels])
-        return pixels.contiguous(), torch.from_numpy(self.labels[idx])
+            pixels = self.transform(pixels)
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+        return pixels, torch.from_numpy(self.labels[idx])
 
 
 def batched(batch):
