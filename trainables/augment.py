@@ -33,7 +33,7 @@ class BatchAugment:
     Every image gets its own draw from torchvision's samplers (the crop box from
     ``v2.RandomResizedCrop.make_params``, a coin per flip, ``k`` per 90-degree rotation), so
     the distribution is that of the preset's transforms applied image by image with
-    ``v2.Compose``. Two things make it about 3x faster than that at 224 px: each crop is
+    ``v2.Compose``. Two things make it about 2x faster than that at 224 px: each crop is
     made channels-last contiguous, the layout PyTorch's vectorised uint8 bilinear
     (antialiased) kernel works in, and the views are written into one channels-last batch
     (the layout the GPU step uses) instead of going through ``v2``'s per-call dispatch and
