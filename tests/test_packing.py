@@ -1,8 +1,11 @@
-"""Laptop-mode packing of trials onto GPUs and cores (pure arithmetic, no Ray started)."""
+"""Laptop-mode packing of trials onto GPUs and cores, and the live view's lines (no Ray)."""
 
 from __future__ import annotations
 
-from tuner.search import flat_params, plan_packing
+import io
+from dataclasses import dataclass, field
+
+from tuner.search import LiveView, flat_params, plan_packing
 from tuner.spec import validate
 
 
@@ -46,3 +49,24 @@ def test_spec_resources_are_used_as_written_outside_laptop_mode():
 
 def test_flat_params_merges_grid_cells():
     assert flat_params({"cell": {"lr": 0.1, "seed": 1}, "x": 2}) == {"lr": 0.1, "seed": 1, "x": 2}
+
+
+@dataclass
+class _Trial:
+    trial_id: str
+    config: dict
+    status: str = "TERMINATED"
+    last_result: dict = field(default_factory=dict)
+
+
+def test_live_view_names_a_trials_best_epoch_when_its_last_is_lower():
+    out = io.StringIO()
+    view = LiveView(_spec(), stream=out)
+    trial = _Trial("t0", {"lr": 0.1, "epochs": 3})
+    for epoch, acc in ((1, 0.5), (2, 0.7), (3, 0.6)):
+        trial.last_result = {"epoch": epoch, "val_acc": acc}
+        view.on_trial_result(0, [], trial, trial.last_result)
+    view.on_trial_complete(0, [], trial)
+    line = out.getvalue()
+    assert "val_acc 0.6000 after 3 epochs (best 0.7000 at epoch 2)" in line, line
+    assert "best val_acc 0.7000 (t0)" in view.status_line()

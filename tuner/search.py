@@ -378,6 +378,8 @@ class LiveView(Callback):
         self.last_print = 0.0
         self.counts = {"completed": 0, "early-stopped": 0, "error": 0}
         self.best: tuple[float, str] | None = None
+        #: Trial id -> (best metric value, its epoch) so far.
+        self.trial_best: dict[str, tuple[float, int | None]] = {}
         self.running = 0
         self.finished: set[str] | None = None
 
@@ -413,15 +415,18 @@ class LiveView(Callback):
             f"stopped early {c['early-stopped']} | failed {c['error']}{best}"
         )
 
+    def _better(self, value: float, than: tuple | None) -> bool:
+        if than is None:
+            return True
+        return value > than[0] if self.spec.search.mode == "max" else value < than[0]
+
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        metric = self.spec.search.metric
-        value = result.get(metric)
+        value = result.get(self.spec.search.metric)
         if value is not None:
-            better = self.best is None or (
-                value > self.best[0] if self.spec.search.mode == "max" else value < self.best[0]
-            )
-            if better:
+            if self._better(value, self.best):
                 self.best = (value, self._describe(trial))
+            if self._better(value, self.trial_best.get(trial.trial_id)):
+                self.trial_best[trial.trial_id] = (value, result.get("epoch"))
 
     def _ended(self, trial, status: str) -> None:
         if trial.trial_id in (self.finished or ()):
@@ -430,6 +435,9 @@ class LiveView(Callback):
         last = trial.last_result or {}
         m = self.spec.search.metric
         figure = f"{m} {last[m]:.4f} after {last.get('epoch')} epochs" if m in last else ""
+        best = self.trial_best.get(trial.trial_id)
+        if figure and best is not None and best[0] != last[m]:
+            figure += f" (best {best[0]:.4f} at epoch {best[1]})"
         self._print(f"{status:<13} {self._describe(trial)}  {figure}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
