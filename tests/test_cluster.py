@@ -31,6 +31,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.raycluster import peak_concurrency
 from tuner.results import load
 
 pytestmark = pytest.mark.slow
@@ -227,15 +228,6 @@ def _check_tables(exp_dir: Path, n_trials: int) -> tuple[pd.DataFrame, pd.DataFr
     return trials, epochs
 
 
-def _peak(intervals: list[tuple]) -> int:
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
-
-
 def _trace(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=["key", "epoch", "time", "pid"])
@@ -303,7 +295,7 @@ def test_trials_spread_over_workers_four_per_logical_gpu(ray_cluster, tmp_path):
     trials["worker"] = trials["node_id"].map(names)
     assert trials["worker"].notna().all(), "every trial ran on a worker node, none on the head"
     peaks = {
-        w: _peak(list(zip(g["start_time"], g["end_time"], strict=True)))
+        w: peak_concurrency(list(zip(g["start_time"], g["end_time"], strict=True)))
         for w, g in trials.groupby("worker")
     }
     assert set(peaks) == {"worker-a", "worker-b"}, peaks

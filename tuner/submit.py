@@ -2,8 +2,9 @@
 
 A thin layer over Ray's job submission client. The spec is validated here first (exit
 status 2, nothing submitted), then ``python -m tuner.run SPEC --address auto ...`` is
-submitted with the project folder as the job's working directory (data, results, caches and
-``.git`` left out) and the job id is printed::
+submitted with the project folder as the job's working directory (top-level data, results,
+caches and ``.git`` left out; every file of ``tuner/`` and ``trainables/`` kept, with a
+manifest the driver checks: see :mod:`tuner.provenance`) and the job id is printed::
 
     python -m tuner.submit search_spaces/resnet_nwpu.yaml --results s3://my-bucket/tuner
     python -m tuner.submit status JOB_ID
@@ -15,13 +16,16 @@ The job API is reached at ``--address`` (default ``$RAY_API_SERVER_ADDRESS`` or
 ``http://127.0.0.1:8265``: the head node's dashboard port forwarded over SSH by
 ``ray dashboard cluster.yaml``). With token authentication on the cluster, set
 ``RAY_AUTH_MODE=token`` and the cluster's token (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``)
-here too. Arguments after ``--`` go to ``tuner.run`` unchanged.
+here too; the token is sent only over https or to a loopback address (``--insecure``
+overrides). ``--env`` values travel in Ray's runtime environment, not in the job's command
+line. Arguments after ``--`` go to ``tuner.run`` unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import shlex
 import sys
@@ -29,22 +33,25 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tuner import provenance
 from tuner.spec import SpecError, check_name, load_raw, validate
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-#: Left out of the uploaded working directory (gitignore-style patterns).
+#: Left out of the uploaded working directory: gitignore-style patterns, each anchored to the
+#: project root with a leading ``/`` (a bare ``data/`` would also drop ``trainables/data/``).
+#: Ray also honours the project's ``.gitignore`` files.
 EXCLUDES = [
-    ".git",
-    "data/",
-    "results/",
-    "report/",
-    ".cache/",
-    "build/",
-    "*.egg-info",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".benchmarks",
+    "/.git",
+    "/data/",
+    "/results/",
+    "/report/",
+    "/.cache/",
+    "/build/",
+    "/.benchmarks/",
+    "*.egg-info/",
+    "__pycache__/",
+    ".pytest_cache/",
+    ".ruff_cache/",
     "*.pt",
     "*.pth",
     "*.ckpt",
@@ -120,7 +127,8 @@ def submit_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="environment variable of the search driver (TUNER_* ones reach every trial)",
+        help="environment variable of the job's driver and every trial (sent in Ray's runtime "
+        "environment, not in the job's command line)",
     )
     p.add_argument(
         "--working-dir",
@@ -129,6 +137,11 @@ def submit_parser() -> argparse.ArgumentParser:
         help="folder uploaded as the job's working directory (default: this project)",
     )
     p.add_argument("--job-id", help="submission id (default: chosen by Ray)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="send the cluster's token over plain HTTP to a non-local address",
+    )
     return p
 
 
@@ -157,8 +170,7 @@ def make_client(address: str):
 
 
 def entrypoint(args: argparse.Namespace, spec_rel: str) -> str:
-    """The shell command the job runs on the head node."""
-    env = [shlex.quote(e) for e in args.env]
+    """The shell command the job runs on the head node (``--env`` values are not in it)."""
     cmd = ["python", "-m", "tuner.run", spec_rel, "--address", "auto", "--results", args.results]
     for o in args.overrides:
         cmd += ["--set", o]
@@ -168,8 +180,23 @@ def entrypoint(args: argparse.Namespace, spec_rel: str) -> str:
         cmd.append("--resume")
     if args.shared_storage:
         cmd.append("--shared-storage")
-    text = " ".join(shlex.quote(c) for c in [*cmd, *args.run_args])
-    return f"env {' '.join(env)} {text}" if env else text
+    return " ".join(shlex.quote(c) for c in [*cmd, *args.run_args])
+
+
+def job_env(args: argparse.Namespace, working_dir: Path) -> dict[str, str]:
+    """The job's environment variables: ``--env`` values and the uploaded code's manifest.
+
+    They travel in Ray's runtime environment (to the driver and every trial worker), never
+    in the entrypoint, which ``submit list`` and the dashboard show.
+    """
+    env = dict(e.split("=", 1) for e in args.env)
+    env[provenance.MANIFEST_ENV] = json.dumps(provenance.manifest(working_dir), sort_keys=True)
+    return env
+
+
+def token_auth() -> bool:
+    """Whether Ray's client sends a token with every request (``RAY_AUTH_MODE=token``)."""
+    return os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token"
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -194,10 +221,24 @@ def submit(args: argparse.Namespace) -> int:
             f"spec {str(spec_path)!r} is not inside the uploaded working directory "
             f"{str(working_dir)!r}; move it there or pass --working-dir"
         )
+    missing = [p for p in provenance.PACKAGES if not (working_dir / p / "__init__.py").is_file()]
+    if missing:
+        return _fail(
+            f"working directory {str(working_dir)!r} holds no {'/, '.join(missing)}/ package: "
+            "the job runs the uploaded project, never a copy installed on the cluster; upload "
+            "the project folder (the default --working-dir)"
+        )
     if not _is_loopback(args.address) and urlparse(args.address).scheme != "https":
+        if token_auth() and not args.insecure:
+            return _fail(
+                f"{args.address} is plain HTTP to a non-local address: the cluster's token "
+                "would travel unencrypted. Reach the dashboard through `ray dashboard "
+                "cluster.yaml` (an SSH tunnel to http://127.0.0.1:8265) or an https:// proxy, "
+                "or pass --insecure to send it anyway"
+            )
         print(
-            f"warning: {args.address} is not a local address: the job API and the auth token "
-            "travel unencrypted; reach the dashboard through `ray dashboard cluster.yaml` "
+            f"warning: {args.address} is not a local address: the job API travels "
+            "unencrypted; reach the dashboard through `ray dashboard cluster.yaml` "
             "(an SSH tunnel to 127.0.0.1:8265) instead",
             file=sys.stderr,
         )
@@ -207,7 +248,11 @@ def submit(args: argparse.Namespace) -> int:
         job_id = client.submit_job(
             entrypoint=command,
             submission_id=args.job_id,
-            runtime_env={"working_dir": str(working_dir), "excludes": EXCLUDES},
+            runtime_env={
+                "working_dir": str(working_dir),
+                "excludes": EXCLUDES,
+                "env_vars": job_env(args, working_dir),
+            },
             metadata={"experiment": spec.experiment, "spec": spec_path.name},
             entrypoint_num_cpus=0,
         )
