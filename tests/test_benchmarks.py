@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 from pathlib import Path
@@ -55,3 +56,18 @@ def test_loader_benchmark_runs(presplit, capsys):
     assert _script("loader")["main"]([*argv, "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "(24 images)" in out and re.search(r"speed-up: \d+\.\dx", out)
+
+
+@pytest.mark.slow
+def test_peer_benchmark_runs_both_searches_on_one_split(presplit, tmp_path, capsys):
+    """Both searches finish on the same manifest; the script prints every figure."""
+    argv = ["--root", str(presplit), "--image-size", "32", "--quick", "--work", str(tmp_path)]
+    assert _script("peer")["main"](argv) == 0
+    out = capsys.readouterr().out
+    assert "split (tuner's manifest, read by both): train 21 / val 3 / test 6" in out
+    assert re.search(r"^tuner: wall .* 2 trials .* test \d\.\d{4}$", out, re.M), out
+    assert re.search(r"^peer : wall .* 2 trials .* test \d\.\d{4}$", out, re.M), out
+    assert re.search(r"^wall ratio: \d+\.\d\dx$", out, re.M)
+    assert re.search(r"binomial standard error \d+\.\d\d points", out)
+    peer = json.loads((tmp_path / "peer.json").read_text())
+    assert peer["n_test"] == 6 and peer["trials"] == 2

@@ -221,6 +221,42 @@ def test_batch_augment_draws_per_image(name, views):
     assert torch.equal(augment(image.expand(400, -1, -1, -1)), out)  # seeded
 
 
+def test_aerial_evaluates_the_whole_image_and_paper_its_centre():
+    """``aerial`` resizes the whole stored image; ``paper`` centre-crops it (its protocol)."""
+    for name, border_seen in (("aerial", True), ("paper", False)):
+        side = stored_size(name, 32)
+        image = torch.zeros((1, 3, side, side), dtype=torch.uint8)
+        image[..., :, :2] = 255  # a bright left border
+        out = eval_transform(name, 32)(image)
+        assert out.shape == (1, 3, 32, 32)
+        assert bool(out[..., :, 0].float().mean() > 100) == border_seen, name
+
+
+def test_crop_scales_follow_the_preset():
+    """Crops cover the preset's share of the image: 60-100 % for aerial, 8-100 % for paper."""
+    for name, low in (("aerial", 0.6), ("paper", 0.08)):
+        crop = train_transform(name, 32).crop
+        side = stored_size(name, 32)
+        torch.manual_seed(0)
+        boxes = [crop.make_params([torch.zeros(3, side, side)]) for _ in range(500)]
+        areas = [b["height"] * b["width"] / side**2 for b in boxes]
+        assert min(areas) >= low - 0.02 and min(areas) < low + 0.1 and max(areas) <= 1.0
+    assert stored_size("aerial", 64) == 128 and stored_size("paper", 64) == 73
+
+
+def test_a_preset_is_one_entry_of_the_table(monkeypatch):
+    """Adding a preset is data: a new entry works through the transforms and stored sizes."""
+    from trainables import augment
+
+    monkeypatch.setitem(augment.PRESETS, "flips", augment.Preset(hflip=True, dihedral=True))
+    monkeypatch.setattr(augment, "AUGMENTATIONS", tuple(augment.PRESETS))
+    image = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    out = train_transform("flips", 32)(image)
+    assert out.shape == image.shape and stored_size("flips", 32) == 32
+    assert eval_transform("flips", 32) is None
+    assert sorted(o.sum().item() for o in out) == sorted(i.sum().item() for i in image)
+
+
 def test_batch_augment_crops_each_image_differently():
     image = torch.randint(0, 256, (3, 36, 36), dtype=torch.uint8)
     out = train_transform("color", 32)(image.expand(16, -1, -1, -1))

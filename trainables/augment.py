@@ -4,27 +4,71 @@ Transforms run on uint8 CHW tensors read from the decoded cache; conversion to f
 normalisation happen afterwards on whole batches (on the GPU when there is one), see
 :class:`Normalize`.
 
-Presets:
+A preset is data (:class:`Preset`, declared once in :data:`PRESETS`): adding one is a
+change to this table (and its tests); validation, the CLIs and the reports read the names
+from :data:`AUGMENTATIONS`.
 
-* ``none``: resize only (the cache already holds images at the input size).
-* ``paper``: resize to 254 (for a 224 input; ``round(254 / 224 * size)`` in general), then
-  ``RandomResizedCrop`` to the input size and a horizontal flip — paper 1, section 3.2.
+* ``none``: the image at the input size, as stored.
+* ``paper``: paper 1's protocol (section 3.2; the PyTorch transfer-learning recipe): the
+  image resized to 254 px (for a 224 input; ``254 / 224`` of the input side in general),
+  ``RandomResizedCrop`` to the input size with torchvision's default area range (8-100 %)
+  and a horizontal flip; evaluation centre-crops the resized image.
 * ``color``: ``paper`` plus colour jitter (paper 1, Fig. 4).
-* ``aerial``: ``paper`` plus vertical flip and 90-degree rotations: aerial scenes have no "up".
-
-Evaluation images of the cropping presets are centre-cropped from the resized image (the
-usual resize-then-centre-crop protocol), so train and test see objects at the same scale.
+* ``aerial``: for overhead scenes, which have no "up" and whose content is the whole image:
+  crops of 60-100 % of the area cut from a copy stored at twice the input side (so a crop
+  is resampled down, not blown up from a few pixels), horizontal and vertical flips and
+  90-degree rotations; evaluation resizes the whole image. README, "Augmentation and
+  evaluation", gives the measurements behind these choices.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-AUGMENTATIONS = ("none", "paper", "color", "aerial")
 PAPER_RESIZE, PAPER_INPUT = 254, 224
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One augmentation preset.
+
+    Attributes:
+        crop_scale: ``RandomResizedCrop``'s range of the crop's share of the image area;
+            ``None``: no crop (the stored image is the input).
+        store: Side of the cached copy over the input side (crops are cut from it).
+        hflip: Random horizontal flips.
+        dihedral: Random vertical flips and 90-degree rotations (with ``hflip``: all eight
+            symmetries of the square).
+        jitter: Colour jitter (brightness, contrast, saturation 0.3; hue 0.05).
+        evaluate: How validation and test images reach the input size: ``resize`` the whole
+            stored image, or ``center_crop`` it.
+    """
+
+    crop_scale: tuple[float, float] | None = None
+    store: float = 1.0
+    hflip: bool = False
+    dihedral: bool = False
+    jitter: bool = False
+    evaluate: Literal["resize", "center_crop"] = "resize"
+
+
+_PAPER = Preset(
+    crop_scale=(0.08, 1.0), store=PAPER_RESIZE / PAPER_INPUT, hflip=True, evaluate="center_crop"
+)
+#: Every augmentation preset, by name.
+PRESETS: dict[str, Preset] = {
+    "none": Preset(),
+    "paper": _PAPER,
+    "color": Preset(**{**_PAPER.__dict__, "jitter": True}),
+    "aerial": Preset(crop_scale=(0.6, 1.0), store=2.0, hflip=True, dihedral=True),
+}
+AUGMENTATIONS = tuple(PRESETS)
 
 
 class BatchAugment:
@@ -41,29 +85,31 @@ class BatchAugment:
     """
 
     def __init__(self, name: str, image_size: int) -> None:
-        self.name = name
-        self.crop = v2.RandomResizedCrop(image_size, antialias=True)
+        check_augmentation(name)
+        self.name, self.preset = name, PRESETS[name]
+        scale = self.preset.crop_scale or (1.0, 1.0)
+        self.crop = v2.RandomResizedCrop(image_size, scale=scale, antialias=True)
         self.jitter = (
             v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05)
-            if name == "color"
+            if self.preset.jitter
             else None
         )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         batch = images[None] if images.dim() == 3 else images
         n, c, (h, w) = len(batch), batch.shape[1], self.crop.size
-        hflip = (torch.rand(n) < 0.5).tolist()
-        aerial = self.name == "aerial"
-        if aerial:
+        preset = self.preset
+        hflip = (torch.rand(n) < 0.5).tolist() if preset.hflip else [False] * n
+        if preset.dihedral:
             vflip, turns = (torch.rand(n) < 0.5).tolist(), torch.randint(4, (n,)).tolist()
         out = torch.empty((n, h, w, c), dtype=batch.dtype).permute(0, 3, 1, 2)
         for i, image in enumerate(batch):
-            image = self._crop(image)
+            image = self._crop(image) if preset.crop_scale else image
             if hflip[i]:
                 image = image.flip(-1)
             if self.jitter is not None:
                 image = self.jitter(image)
-            if aerial:
+            if preset.dihedral:
                 image = image.flip(-2) if vflip[i] else image
                 image = torch.rot90(image, turns[i], dims=(-2, -1)) if turns[i] else image
             out[i] = image
@@ -95,15 +141,13 @@ def check_augmentation(name: str) -> None:
 def stored_size(name: str, image_size: int) -> int:
     """Side length the decoded cache must hold for preset ``name`` at ``image_size``."""
     check_augmentation(name)
-    if name == "none":
-        return image_size
-    return max(image_size, round(PAPER_RESIZE / PAPER_INPUT * image_size))
+    return max(image_size, round(PRESETS[name].store * image_size))
 
 
 def train_transform(name: str, image_size: int) -> BatchAugment | None:
     """Random training transform of a batch (or one image), or ``None`` for ``none``."""
     check_augmentation(name)
-    if name == "none":
+    if PRESETS[name] == Preset():
         return None
     return BatchAugment(name, image_size)
 
@@ -112,7 +156,9 @@ def eval_transform(name: str, image_size: int) -> v2.Transform | None:
     """Deterministic transform of a batch for validation / test, or ``None`` if none is needed."""
     if stored_size(name, image_size) == image_size:
         return None
-    return v2.CenterCrop(image_size)
+    if PRESETS[name].evaluate == "center_crop":
+        return v2.CenterCrop(image_size)
+    return v2.Resize(image_size, antialias=True)
 
 
 class Normalize(nn.Module):
