@@ -173,7 +173,7 @@ def test_cli(data_cfg, tmp_path, capsys):
     assert code == 0
     assert "epoch   1/2" in out and "test_acc" in out and "split_hash" in out
     assert classify.main(["--root", data_cfg.root, "--transfer", "scratch", "--lr", "-1"]) == 2
-    assert "error: --lr: Input should be greater than 0 (got '-1')" in capsys.readouterr().err
+    assert "error: --lr: Input should be greater than 0 (got -1.0)" in capsys.readouterr().err
     assert classify.main(["--root", data_cfg.root, "--transfer", "frozen"]) == 2
     err = capsys.readouterr().err
     assert "transfer 'frozen' needs pretrained weights" in err and "'imagenet'" in err

@@ -107,7 +107,10 @@ BAD = [
     ("search.algorithm", "random", r"^search\.algorithm: Input should be 'optuna' or 'grid'"),
     ("experiment", "../escape", r"^experiment: experiment name must match"),
     ("scheduler.grace_period", 9, r"^scheduler\.grace_period: must be <= the most epochs"),
-    ("resources.gpu", 1.5, r"^resources\.gpu: gpu above 1 must be a whole number"),
+    ("resources.gpu", 1.5, r"^resources\.gpu: a trial trains on one GPU, so gpu must be <= 1"),
+    ("resources.gpu", 2, r"^resources\.gpu: .*run several trials at once: gpu: 1"),
+    ("tracking", ["tensorbord"], r"^tracking: .*unknown tracker 'tensorbord'; did you mean"),
+    ("search.time_budget", "2 hours", r"^search\.time_budget: expected a duration such as 2h"),
     ("dataset", _DELETE, r"^dataset: required"),
 ]
 

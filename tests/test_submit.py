@@ -2,8 +2,8 @@
 
 The real test starts ``ray start --head`` with the dashboard on 127.0.0.1 and token
 authentication, submits the toy spec from a copy of the project and follows it to SUCCEEDED
-(the two-node recipe, from a copy that is installed nowhere, is tests/test_cluster_job.py). The job server needs
-``ray[default]`` (aiohttp and friends); without it that test is skipped with the reason.
+(the two-node recipe, from a copy installed nowhere, is tests/test_cluster_job.py). The job
+server needs ``ray[default]`` (aiohttp and friends); without it that test is skipped.
 """
 
 from __future__ import annotations

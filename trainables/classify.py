@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
 from trainables.augment import Normalize, eval_transform, train_transform
+from trainables.clihelp import HelpFormatter
 from trainables.config import DataConfig, SplitConfig, TrialConfig
 from trainables.data.dataset import PreparedData, batched, prepare
+from trainables.data.presets import PRESETS
 from trainables.metrics import detailed, summarize
 from trainables.models import Classifier, count_macs, count_parameters, create_model, loss_function
 
@@ -179,10 +182,13 @@ class Trial:
 
     @torch.no_grad()
     def _features(self, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the frozen backbone once over a split (deterministic: no augmentation)."""
+        """Run the frozen backbone once over a split (deterministic: no augmentation).
+
+        With ``max_batches`` (a smoke run) only that many batches of the split are run.
+        """
         self.model.eval()
         feats, labels = [], []
-        for x, y in batches.iterate(None, None):
+        for x, y in batches.iterate(None, self.cfg.max_batches):
             with self._autocast():
                 feats.append(self.model.backbone(self._input(x)).float())
             labels.append(y.to(self.device))
@@ -464,22 +470,67 @@ def run_trial(
     return trial.fit(checkpoint_dir, lambda m, d: report({**fixed, **m}, d))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m trainables.classify``: train one configuration and print its epochs."""
-    parser = argparse.ArgumentParser(prog="python -m trainables.classify", description=__doc__)
-    parser.add_argument("--root", required=True, help="dataset folder")
-    parser.add_argument("--preset", default="folder")
-    parser.add_argument("--classes", nargs="+")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--split", nargs=3, type=float, default=(0.7, 0.1, 0.2))
-    parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--cache-dir")
-    parser.add_argument("--checkpoint-dir")
+def _flag(annotation) -> tuple[type, list | None]:
+    """``(type, choices)`` of a command-line flag for a config field's annotation."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, list(typing.get_args(annotation))
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    kind = args[0] if args else annotation
+    return (kind if kind in (int, float, str) else str), None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the dataset's flags, then one flag per :class:`TrialConfig` field.
+
+    Each field's flag takes its help text from the field's ``description`` and its type,
+    default and choices from the field itself, so the config and the CLI cannot disagree.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m trainables.classify", description=__doc__, formatter_class=HelpFormatter
+    )
+    data = DataConfig.model_fields
+    parser.add_argument("--root", required=True, help=data["root"].description)
+    parser.add_argument(
+        "--preset", default=data["preset"].default, choices=list(PRESETS), help="folder layout"
+    )
+    parser.add_argument("--classes", nargs="+", help=data["classes"].description)
+    parser.add_argument(
+        "--image-size", type=int, default=data["image_size"].default, help="input side in pixels"
+    )
+    split = SplitConfig()
+    parser.add_argument(
+        "--split",
+        nargs=3,
+        type=float,
+        default=(split.train, split.val, split.test),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="train / val / test fractions",
+    )
+    parser.add_argument("--split-seed", type=int, default=split.seed, help="seed of the split")
+    parser.add_argument("--cache-dir", help=data["cache_dir"].description)
+    parser.add_argument(
+        "--checkpoint-dir",
+        help="where checkpoint.pt and best.pt are written after every epoch (default: none)",
+    )
     parser.add_argument("--resume", help="checkpoint directory to continue from")
     for name, field in TrialConfig.model_fields.items():
-        if name != "data":
-            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=field.description)
-    args = vars(parser.parse_args(argv))
+        if name == "data":
+            continue
+        kind, choices = _flag(field.annotation)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            choices=choices,
+            default=field.default,
+            help=field.description,
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trainables.classify``: train one configuration and print its epochs."""
+    args = vars(build_parser().parse_args(argv))
     try:
         data_cfg = DataConfig(
             preset=args.pop("preset"),

@@ -44,25 +44,21 @@ class SyntheticConfig(Strict):
 
 
 class DataConfig(Strict):
-    """Which images to train on.
+    """Which images to train on (each field's meaning is its ``description``)."""
 
-    Attributes:
-        preset: Folder layout (see :mod:`trainables.data.presets`).
-        root: Dataset folder (for ``synthetic``: where the images are generated).
-        classes: Optional subset of class names.
-        split: Split fractions and seed.
-        image_size: Network input side length in pixels.
-        cache_dir: Decoded-cache folder (default ``$TUNER_CACHE`` or ``~/.cache/tuner``).
-        synthetic: Generator settings; only for the ``synthetic`` preset.
-    """
-
-    preset: str = "folder"
-    root: str
-    classes: list[str] | None = None
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    image_size: int = Field(224, ge=16, le=1024)
-    cache_dir: str | None = None
-    synthetic: SyntheticConfig | None = None
+    preset: str = Field("folder", description="folder layout (trainables.data.presets)")
+    root: str = Field(description="dataset folder (for synthetic: where the images are generated)")
+    classes: list[str] | None = Field(None, description="optional subset of class names")
+    split: SplitConfig = Field(
+        default_factory=SplitConfig, description="train / val / test fractions and split seed"
+    )
+    image_size: int = Field(224, ge=16, le=1024, description="network input side in pixels")
+    cache_dir: str | None = Field(
+        None, description="decoded-cache folder (default $TUNER_CACHE or ~/.cache/tuner)"
+    )
+    synthetic: SyntheticConfig | None = Field(
+        None, description="generator settings; only for the synthetic preset"
+    )
 
     @field_validator("preset")
     @classmethod
@@ -86,46 +82,65 @@ class DataConfig(Strict):
 class TrialConfig(Strict):
     """One configuration to train and evaluate.
 
-    Attributes:
-        model: Model name (any torchvision classification model, ``tiny_cnn``, ``pixels``).
-        transfer: ``scratch`` (random init), ``frozen`` (pretrained backbone fixed, only the
-            head trains) or ``finetune`` (everything trains).
-        weights: ``imagenet``, a checkpoint path, or ``none``.
-        head: ``linear`` (FC + log-softmax, NLLLoss), ``mlp`` or ``svm`` (multi-class hinge).
-        augmentation: Augmentation preset.
-        optimizer: ``adam``, ``adamw`` or ``sgd`` (with momentum).
-        lr: Learning rate of the head (and of the backbone times ``backbone_lr_mult``).
-        backbone_lr_mult: Backbone learning-rate multiplier when fine-tuning.
-        lr_schedule: ``constant``, ``cosine`` (to 0 over the epochs) or ``step``
-            (x ``lr_gamma`` every ``lr_step`` epochs).
-        epochs: Number of passes over the training split.
-        seed: Seed of initialisation, data order and augmentation.
-        num_threads: CPU threads (default: the CPUs allocated to the trial).
-        max_batches: Smoke-size switch: at most this many batches per split per epoch.
+    Each field's meaning is its ``description`` (also the help text of
+    ``python -m trainables.classify``'s flag of the same name).
     """
 
-    data: DataConfig
-    model: str = "resnet18"
-    transfer: Literal["scratch", "frozen", "finetune"] = "finetune"
-    weights: str | None = None
-    head: Literal["linear", "mlp", "svm"] = "linear"
-    augmentation: Literal["none", "paper", "color", "aerial"] = "none"
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    backbone_lr_mult: float = Field(1.0, gt=0)
-    lr_schedule: Literal["constant", "cosine", "step"] = "constant"
-    lr_step: int = Field(10, gt=0)
-    lr_gamma: float = Field(0.1, gt=0)
-    batch_size: int = Field(32, gt=0)
-    epochs: int = Field(10, gt=0)
-    dropout: float = Field(0.5, ge=0, lt=1)
-    mlp_hidden: int = Field(512, gt=0)
-    seed: int = 0
-    num_threads: int | None = Field(None, gt=0)
-    num_workers: int | None = Field(None, ge=0)
-    max_batches: int | None = Field(None, gt=0)
+    data: DataConfig = Field(description="the dataset")
+    model: str = Field(
+        "resnet18",
+        description="model name: any torchvision classification model, timm/<name> (a timm "
+        "model), tiny_cnn or pixels",
+    )
+    transfer: Literal["scratch", "frozen", "finetune"] = Field(
+        "finetune",
+        description="scratch (random init), frozen (pretrained backbone fixed, BatchNorm "
+        "statistics too; only the head trains) or finetune (everything trains)",
+    )
+    weights: str | None = Field(
+        None, description="imagenet, imagenet:<member or timm tag>, a checkpoint path, or none"
+    )
+    head: Literal["linear", "mlp", "svm"] = Field(
+        "linear", description="linear (FC + log-softmax, NLLLoss), mlp or svm (multi-class hinge)"
+    )
+    augmentation: Literal["none", "paper", "color", "aerial"] = Field(
+        "none", description="augmentation preset"
+    )
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="optimiser (sgd with momentum)"
+    )
+    lr: float = Field(
+        1e-3, gt=0, description="learning rate of the head (the backbone's: x backbone_lr_mult)"
+    )
+    weight_decay: float = Field(0.0, ge=0, description="weight decay (L2 penalty)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of sgd")
+    backbone_lr_mult: float = Field(
+        1.0, gt=0, description="backbone learning-rate multiplier when fine-tuning"
+    )
+    lr_schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant",
+        description="constant, cosine (to 0 over the epochs) or step (x lr_gamma every "
+        "lr_step epochs)",
+    )
+    lr_step: int = Field(10, gt=0, description="epochs between steps of the step schedule")
+    lr_gamma: float = Field(0.1, gt=0, description="factor of each step of the step schedule")
+    batch_size: int = Field(32, gt=0, description="images per batch")
+    epochs: int = Field(10, gt=0, description="passes over the training split")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout probability of the mlp head")
+    mlp_hidden: int = Field(512, gt=0, description="hidden width of the mlp head")
+    seed: int = Field(0, description="seed of initialisation, data order and augmentation")
+    num_threads: int | None = Field(
+        None, gt=0, description="CPU threads (default: the CPUs allocated to the trial)"
+    )
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader workers for the training split (default: 0 without "
+        "augmentation, else the allocated CPUs - 1, at most 8)",
+    )
+    max_batches: int | None = Field(
+        None, gt=0, description="smoke-size switch: at most this many batches per split per epoch"
+    )
 
     @model_validator(mode="after")
     def _weights_match_transfer(self) -> TrialConfig:

@@ -26,13 +26,16 @@ def summarize(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> di
 def detailed(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict:
     """:func:`summarize` plus per-class accuracy (recall) and the confusion matrix.
 
-    The confusion matrix is ``[true class][predicted class]`` counts.
+    The accuracy of a class without images in ``target`` is NaN (undefined), not 0:
+    torchmetrics reports 0 for it. The confusion matrix is ``[true class][predicted class]``
+    counts.
     """
     out: dict = summarize(preds, target, num_classes)
-    out["per_class_acc"] = (
-        multiclass_accuracy(preds, target, num_classes, average=None).tolist()
-        if len(target)
-        else [float("nan")] * num_classes
-    )
+    per_class = torch.full((num_classes,), float("nan"))
+    if len(target):
+        present = torch.bincount(target, minlength=num_classes) > 0
+        acc = multiclass_accuracy(preds, target, num_classes, average=None).float().cpu()
+        per_class[present] = acc[present]
+    out["per_class_acc"] = per_class.tolist()
     out["confusion"] = multiclass_confusion_matrix(preds, target, num_classes).tolist()
     return out

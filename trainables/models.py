@@ -3,7 +3,8 @@
 Every model a trial trains is a :class:`Classifier`: a ``backbone`` that maps images to
 features ``[N, D]`` and a ``head`` that maps features to class outputs. The backbone is any
 torchvision classification model (its ImageNet head, wherever it lives, replaced by
-``nn.Identity``) or one of the small project models in :data:`PROJECT_MODELS`.
+``nn.Identity``), a timm model named ``timm/<name>`` (:mod:`trainables.timm_models`: timm
+removes its own classifier) or one of the small project models in :data:`PROJECT_MODELS`.
 
 Three transfer modes (paper 1 trains ResNet50 both ways, paper 2 compares pre-training on
 and off):
@@ -25,6 +26,7 @@ import argparse
 import difflib
 import itertools
 import re
+import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +41,9 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
+from trainables import timm_models
+from trainables.timm_models import is_timm
+
 Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]
 """Per-channel ``(mean, std)`` the input images must be normalised with."""
 
@@ -49,6 +54,9 @@ TRANSFERS = ("scratch", "frozen", "finetune")
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt")
 """A ``weights`` string with one of these endings is always read as a local file."""
+
+DOWNLOAD_TIMEOUT_S = 60.0
+"""Seconds a weights download may wait for the server before it fails."""
 
 IMAGENET_CLASSES = 1000
 IMAGENET_NORMALIZATION: Normalization = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -84,6 +92,15 @@ class WeightsNotFoundError(FileNotFoundError):
         self.url = url
         self.path = path
 
+    def __reduce__(self):
+        """Rebuild from message, URL and path: Ray copies a trial's exception by pickling it."""
+        return _weights_not_found, (type(self), str(self), self.url, self.path)
+
+
+def _weights_not_found(cls: type, message: str, url: str, path: Path) -> WeightsNotFoundError:
+    """Unpickle a :class:`WeightsNotFoundError` (its init takes keyword-only arguments)."""
+    return cls(message, url=url, path=path)
+
 
 def _pixels_backbone(image_size: int) -> tuple[nn.Module, int]:
     """Raw pixels as features: with the ``svm`` head, paper 1's "SVM" baseline."""
@@ -117,6 +134,33 @@ _NO_PRETRAINED = frozenset({"pixels"})
 def available_models() -> list[str]:
     """Names :func:`create_model` accepts: torchvision classifiers, then project models."""
     return list(torchvision.models.list_models(module=torchvision.models)) + list(PROJECT_MODELS)
+
+
+def check_model(name: str) -> None:
+    """Raise for a model name :func:`create_model` cannot build, with close matches.
+
+    Raises:
+        ValueError: An unknown torchvision / project name, or an unknown timm architecture
+            or tag.
+        trainables.extras.MissingExtraError: A ``timm/`` name without timm installed (the
+            message names the extra).
+    """
+    if is_timm(name):
+        timm_models.check_name(name)
+    else:
+        _check_choice("model", name, available_models())
+
+
+def min_image_size(name: str) -> int:
+    """The smallest input side ``name`` accepts (torchvision's ``min_size`` of its weights)."""
+    if name in PROJECT_MODELS:
+        return 16
+    if is_timm(name):
+        return timm_models.min_image_size(name)
+    try:
+        return int(get_model_weights(name).DEFAULT.meta["min_size"][0])
+    except (KeyError, ValueError, AttributeError):
+        return 224
 
 
 def _unknown(what: str, value: object, known: Sequence[str]) -> str:
@@ -279,6 +323,8 @@ def _pretrained_normalization(name: str, member: WeightsEnum | None = None) -> N
         return SCRATCH_NORMALIZATION  # see _TRANSFORM_INPUT_MODELS
     if name in PROJECT_MODELS:
         return SCRATCH_NORMALIZATION  # their checkpoints come from scratch training here
+    if is_timm(name):
+        return timm_models.normalization(name)
     preset = (member or get_model_weights(name).DEFAULT).transforms()
     mean, std = getattr(preset, "mean", None), getattr(preset, "std", None)
     if mean is None or std is None:
@@ -305,6 +351,67 @@ def _download_hint_path(member: WeightsEnum) -> Path:
     """Where torch hub looks for ``member``'s file: ``<hub dir>/checkpoints/<url file name>``."""
     file_name = Path(urlparse(member.url).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+@dataclass(frozen=True)
+class ImagenetFile:
+    """One file of torchvision's ImageNet weights.
+
+    Attributes:
+        url: Where torchvision downloads it from.
+        path: Where torch hub's cache keeps it (``$TORCH_HOME/hub/checkpoints/<name>``); a
+            file there loads without a network.
+    """
+
+    url: str
+    path: Path
+
+
+def imagenet_file(name: str, weights: str | Path | None) -> ImagenetFile | None:
+    """The ImageNet weights file that ``create_model(name, weights=weights)`` reads.
+
+    Returns:
+        The file, or ``None`` when ``weights`` is not ImageNet weights (none, a local file).
+
+    Raises:
+        ValueError: A project model with ImageNet weights, or an unknown weights member.
+    """
+    kind, value = _parse_weights(weights)
+    if kind != "imagenet":
+        return None
+    if name in PROJECT_MODELS:
+        raise ValueError(
+            f"model {name!r} is a project model without ImageNet weights, got "
+            f"weights={weights!r}; pass the path of a checkpoint of it instead"
+        )
+    if is_timm(name):
+        source = timm_models.weights_file(name, value)
+        return ImagenetFile(url=source.url, path=source.path)
+    member = _imagenet_member(name, value)
+    return ImagenetFile(url=member.url, path=_download_hint_path(member))
+
+
+def download_imagenet_file(file: ImagenetFile, *, progress: bool = True) -> None:
+    """Download a weights file into torch hub's cache, as torchvision would on first use.
+
+    The SHA-256 prefix in the file name is checked (torchvision's ``check_hash=True``), and
+    the file appears under its final name only when complete. A connection that stays
+    silent for :data:`DOWNLOAD_TIMEOUT_S` seconds fails.
+
+    Raises:
+        OSError: The download failed (``urllib.error.URLError`` offline).
+        RuntimeError: The file's hash does not match its name.
+    """
+    found = torch.hub.HASH_REGEX.search(file.path.name)
+    file.path.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(
+            file.url, str(file.path), found.group(1) if found else None, progress=progress
+        )
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _build_torchvision(name: str, image_size: int, member: WeightsEnum | None) -> nn.Module:
@@ -416,7 +523,7 @@ def create_model(
         WeightsNotFoundError: ImageNet weights neither cached nor downloadable.
         FileNotFoundError: A weights path that does not exist.
     """
-    _check_choice("model", name, available_models())
+    check_model(name)
     _check_choice("head", head, HEADS)
     _check_choice("transfer", transfer, TRANSFERS)
     for label, value, low in (("num_classes", num_classes, 2), ("image_size", image_size, 1)):
@@ -452,6 +559,13 @@ def create_model(
                 f"weights={weights!r}; pass the path of a checkpoint of it instead"
             )
         backbone, feature_dim = PROJECT_MODELS[name](image_size)
+    elif is_timm(name):
+        built = timm_models.build(name, kind, value, image_size=image_size)
+        backbone, feature_dim, head_path = built.backbone, built.feature_dim, built.head_path
+        if built.normalization is not None:
+            normalization = _as_normalization(built.normalization, f"{name} pretrained_cfg")
+        if built.loaded:
+            kind = "loaded"
     else:
         member = _imagenet_member(name, value) if kind == "imagenet" else None
         backbone = _build_torchvision(name, image_size, member)
@@ -557,13 +671,56 @@ def load_weights_file(model: Classifier, path: str | Path) -> None:
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
-        ValueError: Missing, mis-shaped or unexpected backbone keys (listed with shapes), or
-            a checkpoint recorded for another model.
+        ValueError: A file that ``torch.load(weights_only=True)`` cannot read; missing,
+            mis-shaped or unexpected backbone keys (listed with shapes); or a checkpoint
+            recorded for another model.
     """
+    loaded, normalization = _fitting_state(model, path)
+    model.backbone.load_state_dict(loaded, strict=False)
+    model.normalization = normalization or _pretrained_normalization(model.name)
+
+
+def check_weights_file(name: str, path: str | Path, *, image_size: int = 224) -> None:
+    """Check that a weights file loads into ``name``'s backbone, without building its weights.
+
+    The file is read as :func:`load_weights_file` reads it (``weights_only=True``) and its
+    keys and shapes are matched against the backbone built on the ``meta`` device, so a
+    search can check every checkpoint it names before any trial starts.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: The file does not load, or does not fit (see :func:`load_weights_file`).
+    """
+
+    if is_timm(name) and not timm_models.is_project_checkpoint(Path(path).expanduser()):
+        # a timm / original checkpoint: timm's own loader (and filter) decides whether it fits
+        create_model(name, 2, transfer="finetune", weights=Path(path), image_size=image_size)
+        return
+
+    def build() -> Classifier:
+        return create_model(name, 2, transfer="scratch", image_size=image_size)
+
+    try:
+        with torch.device("meta"):
+            model = build()
+    except (NotImplementedError, RuntimeError):
+        model = build()  # builders that compute widths with tensor ops (RegNet)
+    _fitting_state(model, path)
+
+
+def _fitting_state(model: Classifier, path: str | Path) -> tuple[dict[str, Tensor], Any]:
+    """The backbone tensors of a weights file and its recorded normalization (or ``None``)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {str(path)!r}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many kinds on a file that is not its format
+        raise ValueError(
+            f"{path} is not a weights file: torch.load(weights_only=True) fails with "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}; "
+            "expected a state_dict or a checkpoint saved with torch.save (.pt/.pth)"
+        ) from exc
     state, model_name, normalization = _unpack_checkpoint(obj, path)
     if model_name is not None and model_name != model.name:
         raise ValueError(
@@ -616,8 +773,7 @@ def load_weights_file(model: Classifier, path: str | Path) -> None:
             f"{path} does not fit the backbone of {model.name!r} (keys under {skipped!r} are "
             f"skipped as head keys): " + "; ".join(problems)
         )
-    model.backbone.load_state_dict(loaded, strict=False)
-    model.normalization = normalization or _pretrained_normalization(model.name)
+    return loaded, normalization
 
 
 @dataclass(frozen=True)
@@ -701,23 +857,39 @@ def format_stats(stats: ModelStats) -> str:
     return "\n".join([title] + [f"  {a:<20}{b:>12}  {c}" for a, b, c in rows])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: parameter counts per transfer mode and MACs for the named models."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``trainables.models`` (``tuner models``)."""
+    from trainables.clihelp import HelpFormatter
+
     parser = argparse.ArgumentParser(
         prog="python -m trainables.models",
         description="Parameters (total; trainable per transfer mode) and MACs of models built "
         "with a new head; no weights are needed.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("models", nargs="+", metavar="MODEL", help="e.g. resnet18 mobilenet_v2")
-    parser.add_argument("--classes", type=int, default=21, help="number of classes (default 21)")
-    parser.add_argument("--image-size", type=int, default=224, help="input side in px (224)")
-    parser.add_argument("--head", choices=HEADS, default="linear", help="head type (linear)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="e.g. resnet18 mobilenet_v2 timm/convnext_atto",
+    )
+    parser.add_argument("--classes", type=int, default=21, help="number of classes")
+    parser.add_argument("--image-size", type=int, default=224, help="input side in px")
+    parser.add_argument("--head", choices=HEADS, default="linear", help="head type")
+    return parser
 
-    known = available_models()
-    unknown = [m for m in args.models if m not in known]
-    for name in unknown:
-        print(f"error: {_unknown('model', name, known)}", file=sys.stderr)
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: parameter counts per transfer mode and MACs for the named models."""
+    args = build_parser().parse_args(argv)
+
+    unknown = []
+    for name in args.models:
+        try:
+            check_model(name)
+        except (ValueError, ImportError) as exc:
+            unknown.append(name)
+            print(f"error: {exc}", file=sys.stderr)
     if unknown:
         return 2
     try:

@@ -12,6 +12,9 @@ Fault-injection switches for the cluster tests (unset: the toy behaves as above)
   run through.
 * ``TUNER_TOY_TRACE=FILE``: append one JSON line per epoch actually run (configuration key,
   epoch, time, pid), so a test can count epochs that were run twice.
+
+A configuration with ``lr >= 1`` fails at its start, every time (a diverging run), so a
+search can hold failed trials.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ def run_trial(
     seed = int(params.get("seed") or 0)
     sleep = float(os.environ.get("TUNER_TOY_EPOCH_S", "0.02"))
     trace = os.environ.get("TUNER_TOY_TRACE")
+    if lr >= 1:
+        raise ValueError(f"toy: lr={lr:g} diverges; the toy trains with lr < 1")
     key = trial_key(params)
     state_file = checkpoint_dir / "toy.json"
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0}

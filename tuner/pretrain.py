@@ -26,7 +26,7 @@ from tuner.spec import Spec
 PRETRAIN_DIR = "_pretrained"
 
 
-def pretrain_key(spec: Spec, model: str) -> str:
+def pretrain_key(spec: Spec, model: str, max_batches: int | None = None) -> str:
     """Hash of everything that decides the pretrained weights of ``model``."""
     assert spec.pretrain is not None and spec.dataset is not None
     payload = {
@@ -35,6 +35,8 @@ def pretrain_key(spec: Spec, model: str) -> str:
         "image_size": spec.dataset.image_size,
         "version": 1,
     }
+    if max_batches is not None:
+        payload["max_batches"] = max_batches
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -50,9 +52,19 @@ def models_to_pretrain(spec: Spec) -> list[str]:
 
 
 def pretrain_all(
-    spec: Spec, results_root: str | Path, log: Callable[[str], None] = print
+    spec: Spec,
+    results_root: str | Path,
+    log: Callable[[str], None] = print,
+    max_batches: int | None = None,
 ) -> dict[str, str]:
     """Train (or reuse) the source-domain checkpoint of every model that needs one.
+
+    Args:
+        spec: The spec (its ``pretrain`` section and models).
+        results_root: The checkpoints go to ``<results_root>/_pretrained/``.
+        log: Where progress lines go.
+        max_batches: Smoke-size switch: at most this many batches per split per epoch
+            (part of the checkpoint's key, so a smoke stage never stands in for a full one).
 
     Returns:
         Model name -> path of its ``best.pt`` (a checkpoint :func:`create_model` loads).
@@ -67,7 +79,7 @@ def pretrain_all(
     p = spec.pretrain
     source = p.dataset.model_copy(update={"image_size": spec.dataset.image_size})
     for model in models:
-        key = pretrain_key(spec, model)
+        key = pretrain_key(spec, model, max_batches)
         final = root / f"{model}-{key}"
         with FileLock(str(root / f"{model}-{key}.lock")):
             if (final / BEST).is_file():
@@ -86,6 +98,7 @@ def pretrain_all(
                     batch_size=p.batch_size,
                     epochs=p.epochs,
                     seed=p.seed,
+                    max_batches=max_batches,
                 )
                 tmp = root / f".{model}-{key}.tmp-{os.getpid()}"
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -9,8 +9,8 @@ version skew between a laptop and a cluster gives wrong results without an error
   content hash) and hands it to the job as ``$TUNER_CODE_MANIFEST``;
 * the driver (``tuner.run``) compares that manifest with the packages it actually imports
   *before* it imports anything else of the project, and refuses to run on a difference,
-  naming the files and the folder it imported from; it then publishes its own fingerprint
-  as ``$TUNER_CODE_HASH``;
+  naming the files and the folder it imported from; joining a cluster, it then publishes its
+  own fingerprint as ``$TUNER_CODE_HASH``;
 * every node, and every trial before it trains, compares its own fingerprint with
   ``$TUNER_CODE_HASH`` (:func:`check_process`).
 
@@ -99,10 +99,12 @@ def differences(submitted: dict[str, str], here: dict[str, str], limit: int = 8)
 
 
 def check_driver(environ: dict[str, str] | None = None) -> str:
-    """Compare the submitted manifest (if any) with the imported code; publish the hash.
+    """Compare the submitted manifest (if any) with the imported code.
 
     Returns:
-        The fingerprint of the imported code (also set as ``$TUNER_CODE_HASH``).
+        The fingerprint of the imported code. A driver joining a cluster publishes it as
+        ``$TUNER_CODE_HASH`` for its workers; a local search does not (its workers import
+        this checkout, and editing it while a search runs must not fail the trials).
 
     Raises:
         CodeMismatchError: The imported code differs from ``$TUNER_CODE_MANIFEST``.
@@ -126,8 +128,7 @@ def check_driver(environ: dict[str, str] | None = None) -> str:
                 "project shadows it on the cluster (pip uninstall tuner there, or install this "
                 "commit)"
             )
-    env[HASH_ENV] = fingerprint(files)
-    return env[HASH_ENV]
+    return fingerprint(files)
 
 
 def check_process() -> None:

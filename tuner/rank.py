@@ -9,24 +9,38 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tuner.results import CorruptResultsError, format_ranking, load, rank
+from trainables.clihelp import HelpFormatter
+from tuner.results import (
+    TRIAL_STATUSES,
+    CorruptResultsError,
+    format_ranking,
+    load,
+    rank,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``tuner.rank``."""
+    p = argparse.ArgumentParser(
+        prog="python -m tuner.rank",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("experiment_dir", help="results/<experiment>")
+    p.add_argument("--by", default="test_acc", help="metric column")
+    p.add_argument("--group", help="comma-separated configuration columns, e.g. model,transfer")
+    p.add_argument("--top", type=int, default=10, help="rows to show (0: all)")
+    p.add_argument("--ascending", action="store_true", help="lower is better (losses)")
+    p.add_argument("--status", choices=TRIAL_STATUSES, help="only trials with this status")
+    p.add_argument(
+        "--quarantine", action="store_true", help="move unreadable result files to _quarantine/"
+    )
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m tuner.rank", description=__doc__.split("\n\n")[0])
-    p.add_argument("experiment_dir", help="results/<experiment>")
-    p.add_argument("--by", default="test_acc", help="metric column (default test_acc)")
-    p.add_argument("--group", help="comma-separated configuration columns, e.g. model,transfer")
-    p.add_argument("--top", type=int, default=10, help="rows to show (0: all)")
-    p.add_argument("--ascending", action="store_true", help="lower is better (losses)")
-    p.add_argument(
-        "--status", help="only trials with this status (completed, early-stopped, error)"
-    )
-    p.add_argument(
-        "--quarantine", action="store_true", help="move unreadable result files to _quarantine/"
-    )
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         trials, _ = load(
             args.experiment_dir, on_corrupt="quarantine" if args.quarantine else "raise"
@@ -50,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     counts = trials["status"].value_counts().to_dict()
     print(f"{args.experiment_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     print(format_ranking(table, args.by))
+    failed = trials[trials["status"] == "error"]
+    if len(failed):
+        print(f"\nfailed trials ({len(failed)}; tracebacks in the error_traceback column):")
+        for trial_id, error in zip(failed["trial_id"], failed["error"], strict=True):
+            print(f"  {trial_id}: {error if isinstance(error, str) else 'no error recorded'}")
     return 0
 
 

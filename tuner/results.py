@@ -4,9 +4,11 @@ Layout under ``<results>/<experiment>/``::
 
     trials/<trial_id>.parquet   one row per trial (TRIAL_SCHEMA)
     epochs/<trial_id>.parquet   one row per trial x epoch (EPOCH_SCHEMA)
-    spec.yaml                   the resolved spec
+    spec.yaml                   the spec (defaults filled in, ${VAR} references as written)
     manifest.csv                the split (file, label, class, split) of the dataset
-    */_quarantine/              unreadable files moved aside by ``load(on_corrupt=...)``
+    .driver.json                the lock of the driver that owns the folder (tuner.lock)
+    */_quarantine/              unreadable files moved aside (``load(on_corrupt=...)``,
+                                ``--resume``)
     */_orphaned/                rows of trials a resumed search never heard of
     tune/                       Ray Tune's experiment snapshot and trial checkpoints
 
@@ -28,7 +30,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from tuner.budget import STOPPED_BUDGET
 from tuner.spec import PARAM_NAMES, param_type
+
+#: Every value of the trials table's ``status`` column: ran all its epochs (with test
+#: figures), stopped by ASHA, stopped by the time budget (:mod:`tuner.budget`), failed.
+TRIAL_STATUSES = ("completed", "early-stopped", STOPPED_BUDGET, "error")
+#: Statuses of trials that ended normally (a resumed search keeps their rows).
+FINISHED_STATUSES = TRIAL_STATUSES[:3]
 
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -40,8 +49,9 @@ TRIAL_SCHEMA = pa.schema(
     [
         pa.field("experiment", pa.string()),
         pa.field("trial_id", pa.string()),
-        pa.field("status", pa.string()),  # completed | early-stopped | error
-        pa.field("error", pa.string()),
+        pa.field("status", pa.string()),  # TRIAL_STATUSES
+        pa.field("error", pa.string()),  # the message line: "Type: first line"
+        pa.field("error_traceback", pa.string()),  # everything Tune recorded
         pa.field("dataset", pa.string()),
         *CONFIG_FIELDS,
         pa.field("epochs_run", pa.int64()),
@@ -218,8 +228,8 @@ class ResultsStore:
         return dict(zip(trials["trial_id"].astype(str), trials["status"].astype(str), strict=True))
 
     def finished_trial_ids(self) -> set[str]:
-        """Trials whose row says ``completed`` or ``early-stopped`` (a resume keeps them)."""
-        return {t for t, s in self.trial_statuses().items() if s in ("completed", "early-stopped")}
+        """Trials whose row has a :data:`FINISHED_STATUSES` status (a resume keeps them)."""
+        return {t for t, s in self.trial_statuses().items() if s in FINISHED_STATUSES}
 
     def final_results(self) -> dict[str, dict]:
         """Finished trial id -> the numbers of its last epoch row (what it last reported).
@@ -261,6 +271,53 @@ class ResultsStore:
                     name = f"{trial_id}.parquet"
                     self.fs.move(f"{self.dir}/{table}/{name}", f"{dest}/{name}")
         return orphans
+
+    def rebase_checkpoints(self, ray_dir: str) -> list[str]:
+        """Point the ``checkpoint`` column of every trial row into this folder.
+
+        A folder moved or copied elsewhere and resumed there holds rows written before the
+        move, whose checkpoints lie (copied) under this folder's ``<ray_dir>/`` but are
+        recorded under the old one; their paths are rewritten (nothing else changes).
+
+        Returns:
+            The old experiment folders the rewritten rows pointed into.
+        """
+        marker = f"/{ray_dir}/"
+        old_dirs: set[str] = set()
+        for trial_id in sorted(self.trial_ids(TRIALS)):
+            path = f"{self.dir}/{TRIALS}/{trial_id}.parquet"
+            try:
+                rows = pq.read_table(path, filesystem=self.fs).to_pylist()
+            except (pa.ArrowInvalid, OSError):
+                continue  # unreadable: quarantined by quarantine_unreadable
+            changed = False
+            for row in rows:
+                checkpoint = row.get("checkpoint")
+                if not checkpoint or checkpoint.startswith(f"{self.dir}{marker}"):
+                    continue
+                cut = checkpoint.rfind(marker)
+                if cut < 0:
+                    continue
+                old_dirs.add(checkpoint[:cut])
+                row["checkpoint"] = f"{self.dir}{marker}{checkpoint[cut + len(marker) :]}"
+                changed = True
+            if changed:
+                write_atomic(pa.Table.from_pylist(rows, schema=TRIAL_SCHEMA), path, self.fs)
+        return sorted(old_dirs)
+
+    def quarantine_unreadable(self) -> list[str]:
+        """Move unreadable (e.g. truncated) trials / epochs files to ``_quarantine/``.
+
+        A resumed search does this before it reads the store: the rows of a quarantined
+        epochs file are rebuilt from the trial's checkpoint, a quarantined trial row from
+        Tune's record of the trial (see :class:`tuner.search.ResultsCallback`).
+
+        Returns:
+            The new paths of the moved files.
+        """
+        _, bad_t = _read_table(self.fs, f"{self.dir}/{TRIALS}", TRIAL_SCHEMA)
+        _, bad_e = _read_table(self.fs, f"{self.dir}/{EPOCHS}", EPOCH_SCHEMA)
+        return quarantine(self.fs, bad_t + bad_e)
 
     def has_results(self) -> bool:
         """Whether this experiment folder already holds results or a spec."""

@@ -20,18 +20,24 @@ import os
 import sys
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import yaml
 
-from tuner.spec import Spec, SpecError, check_name, load_raw, validate
+from tuner import provenance
+
+if TYPE_CHECKING:  # the project's other modules are imported after the code check
+    from tuner.spec import Spec
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``tuner.run``."""
+    from trainables.clihelp import HelpFormatter  # after the code check (see _main)
+
     p = argparse.ArgumentParser(
         prog="python -m tuner.run",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("spec", help="search spec (YAML)")
     p.add_argument(
@@ -64,7 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--num-cpus", type=int, help="local Ray: CPUs to declare")
     p.add_argument("--num-gpus", type=float, help="local Ray: (logical) GPUs to declare")
-    p.add_argument("--smoke", action="store_true", help="tiny run: 2 batches per split per epoch")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the set-up in minutes: every cell kind once, 1 epoch of 2 batches, "
+        "small images on CPUs, then the report; results under <experiment>_smoke (see "
+        "tuner.smoke)",
+    )
+    p.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="stop launching trials after this long (2h, 45m, 1h30m or seconds); running "
+        "trials finish their epoch (status stopped-budget); overrides search.time_budget",
+    )
     p.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
     p.add_argument("--top", type=int, default=10, help="rows of the final ranking")
     return p
@@ -76,31 +94,84 @@ def _fail(message: str) -> int:
 
 
 def saved_spec(store) -> Spec:
-    """The resolved spec saved with an experiment's results (used by ``--resume``).
+    """The spec saved with an experiment's results (used by ``--resume``).
+
+    Read with the same limits as a spec file; its ``${VAR}`` references are expanded from
+    the environment now.
 
     Args:
         store: The experiment's :class:`~tuner.results.ResultsStore` (local or a URI).
     """
-    return validate(yaml.safe_load(store.read_text("spec.yaml")))
+    from tuner.spec import load_saved
+
+    return load_saved(store.read_text("spec.yaml"), f"{store.dir}/spec.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (2: bad spec or arguments)."""
+    """Run the CLI; returns the exit status (2: bad spec or arguments).
+
+    The experiment folder's lock (:mod:`tuner.lock`), once taken, is released however the
+    run ends.
+    """
+    held: list = []
+    try:
+        return _main(argv, held)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _main(argv: list[str] | None, held: list) -> int:
+    try:  # first: a submitted job must run the submitted code (see tuner.provenance)
+        code = provenance.check_driver()
+    except provenance.CodeMismatchError as err:
+        return _fail(str(err))
     args = build_parser().parse_args(argv)
+    if os.environ.get(provenance.MANIFEST_ENV):
+        print(f"code: {code} = the submitted code ({provenance.imported()[1]})", flush=True)
+    if args.address:  # every node and trial checks that it runs this code
+        os.environ[provenance.HASH_ENV] = code
+    from tuner.spec import SpecError, anchor_paths, check_name, expand, load_raw, validate
+
     try:
         if args.name:
             check_name(args.name)
-        raw = load_raw(args.spec, args.overrides)
+        # the template keeps the ${VAR} references that spec.yaml records (see tuner.spec)
+        budget_set = [f"search.time_budget={args.time_budget}"] if args.time_budget else []
+        template = load_raw(args.spec, [*args.overrides, *budget_set], expand_vars=False)
+        raw = anchor_paths(expand(template), os.getcwd())
         if args.name:
             raw["experiment"] = args.name
         spec = validate(raw)
+        spec._template = template
+        smoke = None
+        if args.smoke:
+            from tuner.smoke import smoke_spec
+
+            smoke = smoke_spec(spec, gpu=_smoke_on_gpu(args, spec), rename=not args.name)
+            spec = smoke.spec
+            spec._template = template
     except (SpecError, ValueError) as err:
         return _fail(str(err))
 
+    remote_mlflow = set(spec.tracking) <= {"mlflow"} and os.environ.get("MLFLOW_TRACKING_URI")
+    if spec.tracking and "://" in str(args.results) and not remote_mlflow:
+        return _fail(
+            f"tracking: {', '.join(spec.tracking)} write files next to the results, so "
+            f"they need a local --results folder, but got {args.results!r} (mlflow alone "
+            "also works with a remote MLFLOW_TRACKING_URI)"
+        )
+
+    from tuner.lock import ExperimentLock, ExperimentLocked
     from tuner.results import ResultsStore, filesystem
 
     store = ResultsStore(args.results, spec.experiment)
     local_results = "://" not in str(args.results)
+    lock = ExperimentLock(store.fs, store.dir)
+    try:  # early, so that a second run of a running experiment stops before any work
+        lock.check(spec.experiment)
+    except ExperimentLocked as err:
+        return _fail(str(err))
     if store.has_results() and not args.resume:
         return _fail(
             f"experiment {spec.experiment!r} already has results in {store.dir}; "
@@ -117,6 +188,20 @@ def main(argv: list[str] | None = None) -> int:
             print("note: --resume continues with the spec saved with the results", flush=True)
         spec = saved
 
+    from tuner.preflight import check_weights, resource_shortfall
+
+    if not args.address and args.laptop is None:  # a trial too big for this machine: exit now
+        short = resource_shortfall(
+            spec.resources.cpu, 0.0, {"CPU": args.num_cpus or os.cpu_count()}
+        )
+        if short:
+            return _fail(short)
+
+    # Weights next: every file the trials read, downloaded once here (not by each trial).
+    problems = check_weights(spec)
+    if problems:
+        return _fail("\n".join(problems))
+
     # Data first (validates it and builds the decoded cache once), then Ray; nothing is
     # written under the results root before the storage check.
     pretrained: dict[str, str] = {}
@@ -129,42 +214,78 @@ def main(argv: list[str] | None = None) -> int:
 
     from tuner import search
     from tuner.cluster import StorageError, check_storage
+    from tuner.spec import referenced
 
     try:
         resources = search.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
     except (ConnectionError, RuntimeError, ValueError) as err:
         return _fail(f"cannot start or reach Ray ({args.address or 'local'}): {err}")
-    try:
-        check_storage(args.results, args.address, shared=args.shared_storage)
-    except StorageError as err:
-        search.shutdown_ray()
-        return _fail(str(err))
-    if args.address:
-        problem = _data_missing_on_nodes(spec, search)
-        if problem:
-            search.shutdown_ray()
-            return _fail(problem)
-    if not args.resume:
-        if manifest is not None:
-            store.write_text("manifest.csv", manifest)
-        store.write_text("spec.yaml", yaml.safe_dump(_resolved(spec), sort_keys=False))
-    if spec.pretrain is not None:
-        from tuner.pretrain import pretrain_all
-
-        _, base = filesystem(args.results)
-        pretrained = pretrain_all(spec, base if local_results else ".")
     packing = search.plan_packing(
         spec,
         laptop=args.laptop is not None,
         cpus=int(resources.get("CPU", os.cpu_count() or 1)),
         gpus=search.visible_gpus(resources),
         per_gpu=args.laptop or 4,
+        cluster=bool(args.address),
     )
+    short = resource_shortfall(packing.cpu, packing.gpu, {"GPU": 0.0, **resources})
+    if short and not args.address:
+        search.shutdown_ray()
+        return _fail(short)
+    try:
+        check_storage(args.results, args.address, shared=args.shared_storage)
+    except StorageError as err:
+        search.shutdown_ray()
+        return _fail(str(err))
+    if args.address:
+        skew = search.code_skew_on_nodes()
+        problem = (
+            "version skew on node(s) " + "\n  ".join(skew.values())
+            if skew
+            else _data_missing_on_nodes(spec, search)
+        )
+        if problem:
+            search.shutdown_ray()
+            return _fail(problem)
+    try:  # one driver per experiment folder, from here to the end
+        taken_over = lock.acquire(spec.experiment)
+    except ExperimentLocked as err:
+        search.shutdown_ray()
+        return _fail(str(err))
+    held.append(lock)
+    if taken_over:
+        print(taken_over, flush=True)
+    if not args.resume:
+        if manifest is not None:
+            store.write_text("manifest.csv", manifest)
+        store.write_text("spec.yaml", yaml.safe_dump(referenced(spec), sort_keys=False))
+    if spec.pretrain is not None:
+        from tuner.pretrain import pretrain_all
+
+        _, base = filesystem(args.results)
+        pretrained = pretrain_all(
+            spec, base if local_results else ".", max_batches=smoke and smoke.max_batches
+        )
     print(f"experiment {spec.experiment}: {_describe_search(spec)}", flush=True)
     print(packing.note, flush=True)
+    if short:
+        print(
+            f"note: a trial needs cpu {packing.cpu:g} / gpu {packing.gpu:g} and the cluster "
+            f"has {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs now: the "
+            "search waits for it to grow (an autoscaler adds nodes); the status line says "
+            "for how long",
+            flush=True,
+        )
+    if smoke is not None:
+        print("smoke run, reduced from the spec:\n  " + "\n  ".join(smoke.reductions), flush=True)
     if args.resume and not search.can_resume(args.results, spec.experiment):
         search.shutdown_ray()
         return _fail(f"--resume: no Ray state for {spec.experiment!r} under {store.dir}")
+    from tuner.budget import Budget, coverage
+
+    if args.resume and args.time_budget:
+        spec.search.time_budget = args.time_budget
+    budget = Budget(spec.search.time_budget_s) if spec.search.time_budget_s else None
     t0 = time.time()
     try:
         search.run_search(
@@ -174,12 +295,96 @@ def main(argv: list[str] | None = None) -> int:
             pretrained=pretrained,
             resume=args.resume,
             status_every_s=args.status_every,
-            max_batches=2 if args.smoke else None,
+            max_batches=smoke.max_batches if smoke else None,
+            budget=budget,
         )
     finally:
         search.shutdown_ray()
     print(f"\nsearch finished in {time.time() - t0:.0f} s", flush=True)
-    _print_ranking(store.uri, spec, args.top)
+    trials = _print_ranking(store.uri, spec, args.top)
+    _export_study(store.uri, spec)
+    if budget is not None and budget.spent():
+        print(f"\n{coverage(spec, trials, budget)}", flush=True)
+    status = _failures(trials)
+    if smoke is not None and status == 0:
+        status = _smoke_report(store.uri, local_results)
+    return status
+
+
+def _export_study(exp_dir: str, spec: Spec) -> None:
+    """Write the final Optuna study (``optuna.db``) and say how to open it."""
+    from tuner.optuna_export import export
+
+    try:
+        path = export(exp_dir, spec)
+    except Exception as err:  # a convenience copy: the Parquet tables are the record
+        print(f"warning: optuna.db export failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return
+    where = f"sqlite:///{path}" if "://" not in path else path
+    print(f"optuna:     {where} (optuna.load_study / optuna-dashboard)")
+
+
+def _smoke_on_gpu(args: argparse.Namespace, spec: Spec) -> bool:
+    """Whether the trials of this run will have GPUs (a smoke run keeps full sizes there)."""
+    if args.address:
+        return spec.resources.gpu > 0
+    if args.num_gpus is not None:
+        gpus = args.num_gpus > 0
+    else:
+        import torch
+
+        gpus = torch.cuda.is_available()
+    return gpus and (args.laptop is not None or spec.resources.gpu > 0)
+
+
+def _failures(trials) -> int:
+    """Name the failed trials; exit status 1 when every trial failed or none was recorded."""
+    if trials.empty:
+        print("error: the search recorded no trial", file=sys.stderr)
+        return 1
+    failed = trials[trials["status"] == "error"].sort_values("end_time", kind="stable")
+    if failed.empty:
+        return 0
+    rows = failed.to_dict("records")
+    lines = [f"  {r['trial_id']} ({_config_text(r)}): {r['error']}" for r in rows[:10]]
+    if len(rows) > 10:
+        lines.append(f"  ... and {len(rows) - 10} more")
+    lines.append("tracebacks: the trials table's error_traceback column")
+    if len(rows) == len(trials):
+        first = rows[0]
+        print(
+            f"error: every trial failed ({len(rows)}); the first error, of trial "
+            f"{first['trial_id']} ({_config_text(first)}):\n  {first['error']}\n"
+            "failed trials:\n" + "\n".join(lines),
+            file=sys.stderr,
+        )
+        return 1
+    print(f"\nfailed: {len(rows)} of {len(trials)} trials:\n" + "\n".join(lines), flush=True)
+    return 0
+
+
+def _config_text(row: dict) -> str:
+    """``model=resnet18 transfer=finetune lr=0.001 ...`` for a trials-table row."""
+    import pandas as pd
+
+    keys = ("model", "transfer", "weights", "augmentation", "lr", "batch_size", "seed")
+    shown = [(k, row.get(k)) for k in keys if row.get(k) is not None and pd.notna(row.get(k))]
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown)
+
+
+def _smoke_report(exp_dir: str, local: bool) -> int:
+    """A smoke run ends with the report, as the real run's readers will build it."""
+    if not local:
+        print("report: skipped (the results are not on a local path)")
+        return 0
+    from tuner.report import build_report
+
+    try:
+        page = build_report([exp_dir])
+    except Exception as err:  # the smoke run is there to find exactly this
+        print(f"error: the report failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(f"report: {page}", flush=True)
     return 0
 
 
@@ -202,10 +407,6 @@ def _data_missing_on_nodes(spec: Spec, search) -> str | None:
     return None
 
 
-def _resolved(spec: Spec) -> dict:
-    return spec.model_dump(mode="json", exclude_none=True)
-
-
 def _prepare_data(spec: Spec) -> str:
     """Validate the dataset, build its decoded cache and return the split manifest (CSV)."""
     from trainables.augment import stored_size
@@ -221,8 +422,8 @@ def _prepare_data(spec: Spec) -> str:
         warnings.simplefilter("always")
         for aug in sizes.values():
             data = prepare(spec.dataset, aug)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # once per image size
+        print(f"warning: {message}", file=sys.stderr)
     assert data is not None
     counts = data.counts()
     print(
@@ -258,7 +459,8 @@ def _describe_search(spec: Spec) -> str:
     return f"{what} over {searched}; {sched}; metric {s.metric} ({s.mode})"
 
 
-def _print_ranking(exp_dir: str, spec: Spec, top: int) -> None:
+def _print_ranking(exp_dir: str, spec: Spec, top: int):
+    """Print the status counts and the top ranking; returns the trials table."""
     from tuner.results import format_ranking, load, rank
 
     trials, epochs = load(exp_dir, on_corrupt="warn")
@@ -277,6 +479,7 @@ def _print_ranking(exp_dir: str, spec: Spec, top: int) -> None:
     print(f"         {exp_dir}/epochs  ({len(epochs)} rows)")
     print(f"rank again: python -m tuner.rank {exp_dir} --by test_acc --group model,transfer")
     print(f"report:     python -m tuner.report {exp_dir}")
+    return trials
 
 
 if __name__ == "__main__":

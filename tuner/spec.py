@@ -28,6 +28,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from trainables.config import DataConfig, TrialConfig
+from trainables.extras import installed, missing_message
+from trainables.timm_models import check_name as check_timm_name
+from trainables.timm_models import is_timm
+from tuner.budget import parse_duration
+from tuner.tracking import TRACKERS, missing
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 RANGE_KINDS = ("uniform", "loguniform", "int", "logint")
@@ -72,13 +77,80 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+#: Largest spec file read (bytes); real specs are a few kilobytes.
+MAX_SPEC_BYTES = 1_000_000
+#: Most values (mappings, lists and scalars, each alias counted where it is used) a spec may
+#: expand to: YAML anchors and aliases can make a small file stand for billions of values.
+MAX_SPEC_VALUES = 100_000
+#: Most trials a search may ask for (optuna's num_samples, grid cells x seeds, seeds).
+MAX_TRIALS = 100_000
+#: Paths whose resolved value is recorded in ``spec.yaml`` (reproducibility needs the folder
+#: the data came from); every other ``${VAR}`` keeps its reference when written.
+RESOLVED_PATHS = ("dataset.root", "pretrain.dataset.root")
 
-def _expand(value: Any, path: str) -> Any:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+
+def _check_size(tree: Any, source: str) -> None:
+    """Refuse a parsed tree that stands for more than :data:`MAX_SPEC_VALUES` values.
+
+    Walks the tree as its readers will (an alias is counted every time it is reached) and
+    stops as soon as the limit is passed, so a "billion laughs" spec costs at most
+    ``MAX_SPEC_VALUES`` steps to refuse.
+    """
+    count, stack = 0, [tree]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_SPEC_VALUES:
+            raise SpecError(
+                f"{source}: the spec expands to more than {MAX_SPEC_VALUES:,} values (YAML "
+                "anchors and aliases repeat what they name); the limit is "
+                f"{MAX_SPEC_VALUES:,} values; a search spec needs a few hundred"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def parse(text: str, source: str) -> dict:
+    """Parse spec text with the safe, duplicate-refusing loader, within the size limits.
+
+    Args:
+        text: The YAML text.
+        source: What to call it in messages (the file name).
+    """
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{source}: {len(text.encode()):,} bytes; the limit for a spec is "
+            f"{MAX_SPEC_BYTES:,} bytes"
+        )
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: the spec must be a mapping of keys, not {type(raw).__name__}")
+    _check_size(raw, source)
+    return raw
+
+
+def expand(value: Any, path: str = "", *, missing: Literal["error", "keep"] = "error") -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree.
+
+    Args:
+        value: The tree (not modified).
+        path: YAML path of ``value`` (for messages).
+        missing: An unset variable without a default is an ``error``, or is ``keep`` as
+            written (for readers such as the report, which only display it).
+    """
     if isinstance(value, dict):
-        return {k: _expand(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {
+            k: expand(v, f"{path}.{k}" if path else str(k), missing=missing)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_expand(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [expand(v, f"{path}[{i}]", missing=missing) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -88,11 +160,60 @@ def _expand(value: Any, path: str) -> Any:
             return os.environ[name]
         if default is not None:
             return default
+        if missing == "keep":
+            return m.group(0)
         raise SpecError(
             f"{path}: environment variable {name} is not set; set it or write ${{{name}:-default}}"
         )
 
     return _ENV_RE.sub(sub, value)
+
+
+_expand = expand
+
+
+def with_references(resolved: dict, template: dict, keep: tuple[str, ...] = RESOLVED_PATHS) -> dict:
+    """``resolved`` with every ``${VAR}`` string of ``template`` put back as written.
+
+    What the project writes (``spec.yaml``, Tune's ``tuner.pkl``, the report) must not hold
+    what a variable expanded to: it may be a secret. Only the paths in ``keep`` (the
+    dataset roots, which reproducibility needs) keep their resolved value.
+
+    Args:
+        resolved: The validated spec as a mapping (defaults filled in); not modified.
+        template: The raw spec before expansion (same keys where both have them).
+        keep: YAML paths recorded resolved.
+    """
+    out = _copy_tree(resolved)
+
+    def walk(tmpl: Any, target: Any, path: str) -> None:
+        if isinstance(tmpl, dict) and isinstance(target, dict):
+            for k, v in tmpl.items():
+                sub = f"{path}.{k}" if path else str(k)
+                if k not in target:
+                    continue
+                if isinstance(v, str) and _ENV_RE.search(v):
+                    if sub not in keep:
+                        target[k] = v
+                else:
+                    walk(v, target[k], sub)
+        elif isinstance(tmpl, list) and isinstance(target, list):
+            for i, v in enumerate(tmpl[: len(target)]):
+                if isinstance(v, str) and _ENV_RE.search(v):
+                    target[i] = v
+                else:
+                    walk(v, target[i], f"{path}[{i}]")
+
+    walk(template, out, "")
+    return out
+
+
+def _copy_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_tree(v) for v in value]
+    return value
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -114,20 +235,65 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = yaml.load(text, Loader=_UniqueKeyLoader) if text else ""
 
 
-def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
-    """Read a spec file with the safe loader, apply ``--set`` overrides, expand variables."""
+def load_raw(path: str | Path, overrides: list[str] = (), *, expand_vars: bool = True) -> dict:
+    """Read a spec file with the safe loader, apply ``--set`` overrides, expand variables.
+
+    The file and what it expands to are size-limited (:data:`MAX_SPEC_BYTES`,
+    :data:`MAX_SPEC_VALUES`). With ``expand_vars=False`` the ``${VAR}`` references are
+    kept (the template that :func:`with_references` restores from).
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file {str(path)!r} does not exist")
-    try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: the spec must be a mapping of keys, not {type(raw).__name__}")
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: {size:,} bytes; the limit for a spec is {MAX_SPEC_BYTES:,} bytes")
+    raw = parse(path.read_text(), str(path))
     for assignment in overrides:
         apply_override(raw, assignment)
-    return _expand(raw, "")
+    _check_size(raw, f"{path} with --set overrides")
+    return expand(raw) if expand_vars else raw
+
+
+def load_saved(text: str, source: str, *, strict: bool = True) -> Spec:
+    """The spec saved with an experiment's results (``spec.yaml``), validated.
+
+    Its ``${VAR}`` references are expanded from the environment now; the spec remembers
+    them, so what is written from it keeps them (see :func:`referenced`).
+
+    Args:
+        text: The file's text (read with :func:`parse`'s limits).
+        source: Its name, for messages.
+        strict: For a search to run (``--resume``): a variable that is not set is an error
+            naming it, and the dataset is checked. Readers (report, exports) pass
+            ``False``: unset variables stay as written, the data need not be there.
+    """
+    template = parse(text, source)
+    if strict:
+        spec = validate(expand(template))
+    else:
+        spec = validate(expand(template, missing="keep"), check_data=False)
+    spec._template = template
+    return spec
+
+
+def referenced(spec: Spec) -> dict:
+    """The spec as a mapping (defaults filled in) with its ``${VAR}`` references as written.
+
+    What ``spec.yaml`` holds. A spec whose template (``spec._template``, the raw spec before
+    expansion, set by the CLI) is unknown has no references to restore.
+    """
+    resolved = spec.model_dump(mode="json", exclude_none=True)
+    if spec._template is None:
+        return resolved
+    return with_references(resolved, spec._template)
+
+
+def _from_references(data: dict) -> Spec:
+    """Unpickle a :class:`Spec` pickled with its references (see ``Spec.__reduce__``)."""
+    spec = validate(expand(data, missing="keep"), check_data=False)
+    spec._template = data
+    return spec
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -285,10 +451,13 @@ class SearchSpec(Strict):
             ``{model: pixels, transfer: [frozen, finetune]}``: raw pixels have no
             pretrained backbone).
         points: Configurations Optuna evaluates first (e.g. a paper's settings).
+        time_budget: Wall-clock budget of the search (``2h``, ``45m``, ``1h30m`` or
+            seconds): when spent, no trial is launched and running trials stop after the
+            epoch they are in, as ``stopped-budget`` (see :mod:`tuner.budget`).
     """
 
     algorithm: Literal["optuna", "grid"] = "optuna"
-    num_samples: int = Field(10, gt=0)
+    num_samples: int = Field(10, gt=0, le=MAX_TRIALS)
     max_concurrent: int | None = Field(None, gt=0)
     seeds: int | list[int] = 1
     metric: Literal["val_acc", "val_f1", "val_kappa", "val_loss"] = "val_acc"
@@ -297,12 +466,28 @@ class SearchSpec(Strict):
     max_failures: int = Field(2, ge=0)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     points: list[dict[str, Any]] = Field(default_factory=list)
+    time_budget: str | float | None = None
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, v: str | float | None) -> str | float | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @property
+    def time_budget_s(self) -> float | None:
+        """``time_budget`` in seconds (``None``: no budget)."""
+        return None if self.time_budget is None else parse_duration(self.time_budget)
 
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: int | list[int]) -> int | list[int]:
         if isinstance(v, int) and v < 1:
             raise ValueError(f"seeds must be a count >= 1 or a list, but got {v}")
+        count = v if isinstance(v, int) else len(v)
+        if count > MAX_TRIALS:
+            raise ValueError(f"at most {MAX_TRIALS:,} seeds are allowed, {count:,} asked for")
         if isinstance(v, list) and (not v or len(set(v)) != len(v)):
             raise ValueError(f"seeds must be a non-empty list of distinct ints, but got {v}")
         return v
@@ -328,7 +513,12 @@ class SchedulerSpec(Strict):
 
 
 class ResourcesSpec(Strict):
-    """Resources of one trial: CPUs and a (fractional) GPU share, e.g. ``gpu: 0.25``."""
+    """Resources of one trial: CPUs and a (fractional) GPU share, e.g. ``gpu: 0.25``.
+
+    A trial trains on one device, so ``gpu`` is at most 1: a search uses several GPUs by
+    running several trials at once (``gpu: 1`` runs one trial per GPU, ``gpu: 0.5`` two),
+    not by spreading one trial over them.
+    """
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
@@ -336,8 +526,13 @@ class ResourcesSpec(Strict):
     @field_validator("gpu")
     @classmethod
     def _fraction(cls, v: float) -> float:
-        if v > 1 and not float(v).is_integer():
-            raise ValueError(f"gpu above 1 must be a whole number of GPUs, but got {v}")
+        if v > 1:
+            raise ValueError(
+                f"a trial trains on one GPU, so gpu must be <= 1, but got {v}; to use several "
+                "GPUs run several trials at once: gpu: 1 gives each trial a whole GPU (one "
+                "trial per GPU), a fraction packs trials (gpu: 0.5 runs two per GPU), and "
+                "search.max_concurrent (or --laptop N) sets how many run together"
+            )
         return v
 
 
@@ -354,6 +549,23 @@ class Spec(Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: list[str] = Field(default_factory=list)
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _trackers(cls, v: Any) -> Any:
+        v = [] if v is None else [v] if isinstance(v, str) else v
+        if isinstance(v, list):
+            for i, name in enumerate(v):
+                if name not in TRACKERS:
+                    hint = difflib.get_close_matches(str(name), TRACKERS, n=2)
+                    did = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+                    raise ValueError(
+                        f"[{i}]: unknown tracker {name!r}{did} Trackers: {', '.join(TRACKERS)}"
+                    )
+            if len(set(v)) != len(v):
+                raise ValueError(f"each tracker may be named once, but got {v}")
+        return v
 
     @field_validator("experiment")
     @classmethod
@@ -363,6 +575,16 @@ class Spec(Strict):
 
     # Parsed parameters, filled by :func:`validate`.
     _params: list[Param] = []
+    # The raw spec before ``${VAR}`` expansion, where known (see :func:`referenced`).
+    _template: dict | None = None
+
+    def __reduce__(self):
+        """Pickle with the ``${VAR}`` references as written, never what they expanded to.
+
+        Tune pickles the search's callbacks, which hold the spec, into ``tuner.pkl``;
+        unpickling expands the references again from that process's environment.
+        """
+        return (_from_references, (referenced(self),))
 
     @property
     def params(self) -> list[Param]:
@@ -435,6 +657,13 @@ def _adapter(name: str) -> TypeAdapter:
 def _check_value(path: str, name: str, value: Any) -> None:
     """Validate one candidate value of a parameter against TrialConfig and the registries."""
     if name == "model":
+        if is_timm(value):
+            if installed("timm"):  # without timm: validate() reports it where the run needs it
+                try:
+                    check_timm_name(value)
+                except ValueError as err:
+                    raise SpecError(f"{path}: {err}") from None
+            return
         from trainables.models import available_models  # imports torch: only when needed
 
         known = available_models()
@@ -471,7 +700,9 @@ def validate(raw: dict, *, check_data: bool = True) -> Spec:
 
     Args:
         raw: The parsed YAML (after overrides and variable expansion).
-        check_data: Also check that the dataset root exists and holds the named classes.
+        check_data: Also check what the run needs on this machine: that the dataset root
+            exists and holds the named classes, and that the optional packages the spec
+            names (trackers, timm) are installed.
     """
     try:
         spec = Spec.model_validate(raw)
@@ -502,6 +733,8 @@ def validate(raw: dict, *, check_data: bool = True) -> Spec:
                 )
     spec._params = params
     _check_search(spec)
+    if check_data:
+        _check_installed(spec)
     if spec.trainable == "classify":
         if spec.dataset is None:
             raise SpecError("dataset: required for the classify trainable (preset, root, ...)")
@@ -548,6 +781,16 @@ def _check_search(spec: Spec) -> None:
                 f"{section}.{p.name}: search.algorithm 'grid' needs a list of values, but "
                 f"{p.name} is a {p.kind} range; list the values or use algorithm 'optuna'"
             )
+        bound = grid_bound(spec)
+        if bound > MAX_TRIALS:
+            parts = [f"{p.name} {len(p.values)}" for p in spec.params if p.kind == "choice"]
+            if not any(p.name == "seed" for p in spec.params):
+                parts.append(f"seeds {len(spec.search.seed_list)}")
+            raise SpecError(
+                f"search: the grid would expand to up to {bound:,} trials "
+                f"({' x '.join(parts)}); the limit is {MAX_TRIALS:,} trials: list fewer "
+                "values, exclude cells or use algorithm 'optuna' with num_samples"
+            )
     weights = _values(spec, "weights")
     transfers = _values(spec, "transfer") or (TrialConfig.model_fields["transfer"].default,)
     if (
@@ -557,13 +800,29 @@ def _check_search(spec: Spec) -> None:
     ):
         raise SpecError(
             "factors.weights: transfer 'frozen' / 'finetune' need pretrained weights "
-            "('imagenet', 'pretrain' or a checkpoint), but weights is only 'none'"
+            "('imagenet', 'pretrain' or a checkpoint), but weights is only 'none'; to train "
+            "from scratch only, also set factors.transfer=scratch"
         )
     if not weights and any(t != "scratch" for t in transfers) and spec.trainable == "classify":
         raise SpecError(
             "factors.weights: transfer 'frozen' / 'finetune' need a weights factor "
             "('imagenet', 'pretrain' or a checkpoint path)"
         )
+
+
+def _check_installed(spec: Spec) -> None:
+    """The optional packages the spec needs (trackers, timm) are installed (extra named)."""
+    for i, name in enumerate(spec.tracking):
+        for message in missing([name]):
+            raise SpecError(f"tracking[{i}]: {message}")
+    param = next((p for p in spec.params if p.name == "model"), None)
+    if param is None or installed("timm"):
+        return
+    section = "factors" if "model" in spec.factors else "hyperparameters"
+    for i, value in enumerate(param.values):
+        if is_timm(value):
+            where = f"{section}.model" + (f"[{i}]" if param.kind == "choice" else "")
+            raise SpecError(f"{where}: {missing_message('timm', f'model {value!r}')}")
 
 
 def _check_dataset(path: str, data: DataConfig) -> None:
@@ -579,6 +838,62 @@ def _check_dataset(path: str, data: DataConfig) -> None:
         raise SpecError(f"{path}.classes: {err}") from None
 
 
+def _is_weights_file(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value
+        not in (
+            "none",
+            "imagenet",
+            "pretrain",
+        )
+        and not value.startswith("imagenet:")
+    )
+
+
+def anchor_paths(raw: dict, base: str | Path) -> dict:
+    """The raw spec with its relative paths made absolute against ``base``.
+
+    A relative path must mean one folder for the whole search, but trials run elsewhere
+    (Ray Tune gives each its own working folder; on a cluster every node unpacks the job in
+    another folder), so the driver resolves them once, against its own working folder: the
+    dataset roots and cache folders (of ``dataset`` and ``pretrain.dataset``) and weights
+    files. ``~`` is expanded; ``s3://``-style URIs and absolute paths are kept.
+
+    Args:
+        raw: A raw spec mapping (after :func:`load_raw`); not modified.
+        base: The folder relative paths are relative to.
+    """
+
+    def absolute(value: Any) -> Any:
+        if not isinstance(value, str) or "://" in value:
+            return value
+        return os.path.normpath(Path(base) / Path(value).expanduser())
+
+    def weights(value: Any) -> Any:
+        if isinstance(value, list):
+            return [weights(v) for v in value]
+        if isinstance(value, dict):
+            return {k: weights(v) if k == "values" else v for k, v in value.items()}
+        return absolute(value) if _is_weights_file(value) else value
+
+    out = dict(raw)
+    datasets = [("dataset", out)]
+    if isinstance(out.get("pretrain"), dict):
+        out["pretrain"] = dict(out["pretrain"])
+        datasets.append(("dataset", out["pretrain"]))
+    for key, parent in datasets:
+        if isinstance(parent.get(key), dict):
+            data = parent[key] = dict(parent[key])
+            for field in ("root", "cache_dir"):
+                if data.get(field) is not None:
+                    data[field] = absolute(data[field])
+    for section in ("factors", "hyperparameters"):
+        if isinstance(out.get(section), dict) and "weights" in out[section]:
+            out[section] = {**out[section], "weights": weights(out[section]["weights"])}
+    return out
+
+
 def load(path: str | Path, overrides: list[str] = (), *, check_data: bool = True) -> Spec:
     """Read, override, expand and validate a spec file."""
     return validate(load_raw(path, overrides), check_data=check_data)
@@ -591,6 +906,20 @@ def normalize_cell(config: dict) -> dict:
     if out.get("transfer") == "scratch" or ("weights" in out and out["weights"] in ("none", None)):
         out["transfer"], out["weights"] = "scratch", "none"
     return out
+
+
+def grid_bound(spec: Spec) -> int:
+    """The most trials :func:`grid_cells` can return, computed without building the cells.
+
+    The product of every parameter's number of values, times the seeds (exclusions and
+    cells folded by :func:`normalize_cell` only make the grid smaller).
+    """
+    bound = 1
+    for p in spec.params:
+        bound *= len(p.values) if p.kind == "choice" else 1
+    if not any(p.name == "seed" for p in spec.params):
+        bound *= len(spec.search.seed_list)
+    return bound
 
 
 def grid_cells(spec: Spec) -> list[dict]:

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from trainables.clihelp import HelpFormatter
 from tuner import provenance
 from tuner.spec import SpecError, check_name, load_raw, validate
 
@@ -98,6 +99,7 @@ def submit_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         usage="python -m tuner.submit SPEC [options] [-- tuner.run arguments]",
         epilog="Other commands: status JOB_ID | logs JOB_ID [--follow] | stop JOB_ID | list",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("spec", help="search spec (YAML), inside --working-dir")
     _add_address(p)
@@ -147,9 +149,11 @@ def submit_parser() -> argparse.ArgumentParser:
 
 def command_parser(command: str) -> argparse.ArgumentParser:
     """Arguments of ``status``, ``logs``, ``stop`` and ``list``."""
-    p = argparse.ArgumentParser(prog=f"python -m tuner.submit {command}")
+    p = argparse.ArgumentParser(
+        prog=f"python -m tuner.submit {command}", formatter_class=HelpFormatter
+    )
     if command != "list":
-        p.add_argument("job_id")
+        p.add_argument("job_id", help="the job's submission id (printed by submit; see list)")
     if command == "logs":
         p.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
         p.add_argument("--every", type=float, default=2.0, help="seconds between polls")

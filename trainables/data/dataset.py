@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +18,7 @@ from torch.utils.data import Dataset
 
 from trainables.augment import stored_size
 from trainables.data.cache import DecodedCache
+from trainables.data.checks import Finding, class_findings, raise_errors
 from trainables.data.folder import Scan, scan
 from trainables.data.presets import PRESETS, get_preset
 from trainables.data.split import (
@@ -78,6 +80,7 @@ class PreparedData:
         split_hash: Hash of the manifest (identical for every trial of a search).
         class_names: Class names, indexed by label.
         duplicates: (train file, test file) pairs with identical bytes.
+        findings: Problems of the classes (see :mod:`trainables.data.checks`).
     """
 
     config: DataConfig
@@ -87,6 +90,7 @@ class PreparedData:
     split_hash: str
     class_names: list[str]
     duplicates: list[tuple[str, str]]
+    findings: list[Finding] = field(default_factory=list)
 
     def dataset(self, split: str, transform=None) -> CachedImages:
         """The images of ``split`` (``train``, ``val`` or ``test``)."""
@@ -122,7 +126,11 @@ def scan_config(config: DataConfig) -> Scan:
 
 
 def prepare(
-    config: DataConfig, augmentation: str = "none", num_workers: int | None = None
+    config: DataConfig,
+    augmentation: str = "none",
+    num_workers: int | None = None,
+    *,
+    check: bool = True,
 ) -> PreparedData:
     """Scan, decode (once, cached), split and hash a dataset.
 
@@ -130,6 +138,9 @@ def prepare(
         config: What to load.
         augmentation: Augmentation preset (decides the stored pixel size).
         num_workers: Decoding threads (default: CPUs available).
+        check: Apply the rules of :mod:`trainables.data.checks`: a class without a
+            readable image raises ``ValueError``, the other findings are warnings. Without
+            it they are only listed in ``findings`` (for ``inspect``).
     """
     files = scan_config(config)
     size = stored_size(augmentation, config.image_size)
@@ -139,6 +150,11 @@ def prepare(
     splits = assign_splits(files, cache.ok, (split.train, split.val, split.test), split.seed)
     manifest = build_manifest(files, splits)
     digests = dict(zip(cache.files, cache.digests, strict=True))
+    findings = class_findings(files, cache.ok, cache.errors, manifest, cache.digests)
+    if check:
+        raise_errors(findings)
+        for f in findings:
+            warnings.warn(f.message, stacklevel=2)
     return PreparedData(
         config=config,
         scan=files,
@@ -147,4 +163,5 @@ def prepare(
         split_hash=manifest_hash(manifest),
         class_names=files.class_names,
         duplicates=cross_split_duplicates(manifest, digests),
+        findings=findings,
     )

@@ -25,6 +25,12 @@ class Preset:
             (UC-Merced's ``Images/``); a root that points at it directly also works.
         native_size: Side length of the original images in pixels (documentation only).
         citation: Where the dataset comes from.
+        source: The dataset's canonical public page.
+        url: The archive ``python -m trainables.data download`` fetches (``None``: not
+            downloadable).
+        md5: Published MD5 of that archive (``None``: none is published; the download is
+            then checked against the preset's layout only). See :mod:`trainables.data.download`.
+        mirror: Another public copy of the same archive (for ``--url``), where one is known.
     """
 
     name: str
@@ -34,6 +40,10 @@ class Preset:
     subdir: str | None = None
     native_size: int | None = None
     citation: str = ""
+    source: str = ""
+    url: str | None = None
+    md5: str | None = None
+    mirror: str | None = None
 
     def folder_of(self, class_name: str) -> str:
         """Folder name on disk for ``class_name``."""
@@ -82,6 +92,12 @@ PRESETS: dict[str, Preset] = {
         classes=NWPU_RESISC45_CLASSES,
         native_size=256,
         citation="Cheng, Han & Lu, Proc. IEEE 2017: 45 classes x 700 images, 256x256 jpg",
+        # The authors share a RAR on OneDrive (no direct link); TorchGeo's copy is a zip,
+        # pinned to a revision, with the MD5 TorchGeo publishes (torchgeo.datasets.RESISC45).
+        source="https://gcheng-nwpu.github.io/#Datasets",
+        url="https://hf.co/datasets/torchgeo/resisc45/resolve/"
+        "a826b44d938a883185f11ebe3d512d38b464312f/NWPU-RESISC45.zip",
+        md5="75206b2e16446591afa88e2628744886",
     ),
     "ucmerced": Preset(
         name="ucmerced",
@@ -90,6 +106,12 @@ PRESETS: dict[str, Preset] = {
         subdir="Images",
         native_size=256,
         citation="Yang & Newsam, ACM SIGSPATIAL 2010: 21 classes x 100 images, 256x256 tif",
+        # The authors' zip; the MD5 is the one TorchGeo publishes for it and for its copy.
+        source="http://weegee.vision.ucmerced.edu/datasets/landuse.html",
+        url="http://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip",
+        md5="5b7ec56793786b6dc8a908e8854ac0e4",
+        mirror="https://hf.co/datasets/torchgeo/ucmerced/resolve/"
+        "7c5ef3454d9b1cccfa7ccde0c01fc8f00a45909a/UCMerced_LandUse.zip",
     ),
     "rsscn7": Preset(
         name="rsscn7",
@@ -98,6 +120,11 @@ PRESETS: dict[str, Preset] = {
         folders=RSSCN7_FOLDERS,
         native_size=400,
         citation="Zou et al., IEEE GRSL 2015: 7 classes x 400 images, 400x400 jpg",
+        # The authors publish the images as a GitHub repository; the archive of its pinned
+        # commit is fetched. No checksum is published (GitHub builds the zip on request).
+        source="https://github.com/palewithout/RSSCN7",
+        url="https://github.com/palewithout/RSSCN7/archive/"
+        "6d77849df87d242b323184ab096e44dd63730c7e.zip",
     ),
     "folder": Preset(name="folder", citation="any <root>/<class>/* tree of images"),
     "synthetic": Preset(

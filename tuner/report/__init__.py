@@ -36,7 +36,7 @@ from tuner.report import html as H
 from tuner.report import plots, tables
 from tuner.report.html import Image, Section, Table, Text
 from tuner.results import load
-from tuner.spec import Spec, SpecError, validate
+from tuner.spec import Spec, SpecError, load_saved, parse, referenced
 
 __all__ = [
     "Experiment",
@@ -145,8 +145,10 @@ def load_experiment(path: str | Path, name: str | None = None) -> Experiment:
     spec_file = path / "spec.yaml"
     if spec_file.is_file():
         try:
-            raw = yaml.safe_load(spec_file.read_text())
-            spec = validate(raw, check_data=False)
+            # spec.yaml keeps ${VAR} references: the report shows them as written
+            text = spec_file.read_text()
+            raw = parse(text, str(spec_file))
+            spec = load_saved(text, str(spec_file), strict=False)
         except (SpecError, ValueError, yaml.YAMLError) as err:
             notes.append(f"spec.yaml could not be validated ({err}); sections that need it say so")
     else:
@@ -179,11 +181,28 @@ def _overview(exp: Experiment) -> list[Any]:
     blocks: list[Any] = [
         Text(
             f"{counts['total']} trials: {counts['completed']} completed, "
-            f"{counts['early-stopped']} stopped early by the scheduler, {counts['error']} "
-            f"failed, {counts['running']} still running. Only completed trials have test "
+            f"{counts['early-stopped']} stopped early by the scheduler, "
+            + (
+                f"{counts['stopped-budget']} stopped by the time budget, "
+                if counts["stopped-budget"]
+                else ""
+            )
+            + f"{counts['error']} failed, {counts['running']} still running. Only completed "
+            "trials have test "
             "metrics (the best-validation checkpoint, tested once); the others show as n/a."
         )
     ]
+    failed = exp.trials[exp.trials["status"] == "error"]
+    if len(failed):
+        columns = [c for c in _label_columns(exp.trials) if c in failed.columns]
+        shown = failed[["trial_id", *columns, "error"]].astype("string").fillna(H.NA)
+        blocks.append(
+            Table(
+                shown.rename(columns={"trial_id": "trial"}).reset_index(drop=True),
+                caption="Failed trials and their errors (tracebacks: the trials table's "
+                "error_traceback column)",
+            )
+        )
     if counts["running"]:
         blocks.append(
             Text(
@@ -561,10 +580,7 @@ def _versions() -> pd.DataFrame:
 
 def _protocol_rows(exp: Experiment) -> list[tuple[str, str]]:
     """Field / value rows from the spec (defaults filled in), the manifest and the trials."""
-    if exp.spec is not None:
-        raw = exp.spec.model_dump(mode="json", exclude_none=True)
-    else:
-        raw = exp.raw_spec or {}
+    raw = referenced(exp.spec) if exp.spec is not None else exp.raw_spec or {}
     rows: list[tuple[str, str]] = [
         ("experiment", exp.name),
         ("description", str(raw.get("description") or "—")),
@@ -660,7 +676,8 @@ def _protocol_rows(exp: Experiment) -> list[tuple[str, str]]:
         (
             "reproduce",
             f"python -m tuner.run {exp.dir / 'spec.yaml'} --name NEW_NAME --results DIR "
-            "(the spec saved with the results is complete and resolved)",
+            "(the spec saved with the results is complete; its ${VAR} references expand "
+            "from the environment, the dataset roots are recorded resolved)",
         )
     )
     return rows

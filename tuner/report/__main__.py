@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trainables.clihelp import HelpFormatter
 from tuner.report import NoResultsError, build_report
 
 
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tuner.report",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "paths", nargs="+", metavar="PATH", help="results/<experiment> folder(s) or results root(s)"

@@ -31,11 +31,11 @@ import pandas as pd
 
 from trainables.augment import AUGMENTATIONS
 from trainables.config import TrialConfig
-from tuner.results import config_columns
+from tuner.results import TRIAL_STATUSES, config_columns
 from tuner.spec import FACTOR_NAMES, Param, format_value
 
 TEST_METRICS = ("test_acc", "test_f1", "test_kappa")
-STATUSES = ("completed", "early-stopped", "error", "running")
+STATUSES = (*TRIAL_STATUSES, "running")
 #: The spec's ``search.metric`` -> the trials-table column that holds it. The trials table
 #: has no best validation loss, so ``val_loss`` searches are summarised by accuracy.
 VAL_COLUMN = {
