@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             "--batch-sizes",
             *map(str, args.batch_sizes),
         ],  # fmt: skip
-        env,
+        # Ray Tune's defaults: none of the TUNE_* settings tuner makes for itself
+        {k: v for k, v in env.items() if not k.startswith("TUNE_")},
         work / "peer.log",
     )
     peer = json.loads(peer_json.read_text())
