@@ -8,12 +8,15 @@ are stopped (never ``ray stop``, which would stop every Ray instance of the mach
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -267,3 +270,50 @@ class RayWorker(_Node):
             ],
             head.env,
         )
+
+
+class Driver:
+    """``python -m tuner.run`` in its own process (and session), output lines time-stamped."""
+
+    def __init__(self, args: list[str], env: dict[str, str]):
+        self.lines: list[tuple[float, str]] = []
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner.run", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append((time.time(), line.rstrip("\n")))
+
+    def wait(self, timeout: float = 300) -> int:
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"driver timed out; output:\n{self.output}") from None
+        self._reader.join(timeout=5)
+        return rc
+
+    def kill(self) -> None:
+        """SIGKILL the driver (its whole session: no clean-up runs)."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(timeout=5)
+
+    def first(self, pattern: str) -> float | None:
+        """Time of the first output line matching ``pattern``."""
+        rx = re.compile(pattern)
+        return next((t for t, line in self.lines if rx.search(line)), None)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(line for _, line in self.lines)

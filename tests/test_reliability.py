@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests import raycluster
 from tuner.results import load
 
 pytestmark = pytest.mark.slow
@@ -63,46 +63,11 @@ def _env(tmp_path: Path, **kw: str) -> dict[str, str]:
     return env
 
 
-class Driver:
-    """``python -m tuner.run`` in its own process and session; output lines kept."""
+class Driver(raycluster.Driver):
+    """``python -m tuner.run`` on 2 CPUs with a status line every 2 s (see tests.raycluster)."""
 
     def __init__(self, args: list[str], env: dict[str, str]):
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tuner.run", *args, "--num-cpus", "2", "--status-every", "2"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.started = time.time()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait(self, timeout: float = 300) -> int:
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"driver timed out; output:\n{self.output}") from None
-        self._reader.join(timeout=5)
-        return rc
-
-    def kill(self) -> None:
-        """SIGKILL the driver's whole process group (no clean-up code of it runs)."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self._reader.join(timeout=5)
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
+        super().__init__([*args, "--num-cpus", "2", "--status-every", "2"], env)
 
 
 def _rows(exp: Path, table: str) -> int:
