@@ -39,6 +39,8 @@ import torch
 import torchvision
 import yaml
 
+from trainables.classify import uses_bf16
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "NWPU-RESISC12"
 #: Source-domain classes of the procedural generator for the pretrained weights.
@@ -248,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"search: {args.trials} TPE trials (seed {args.seed}), ASHA grace {args.grace} eta "
         f"{args.eta} max {args.max_epochs} epochs, {args.concurrent} at once"
+    )
+    bf16 = uses_bf16("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    print(
+        f"tuner's defaults here: precision auto = {'bf16 autocast' if bf16 else 'float32'}, "
+        "idle cores shared; the peer: float32, one thread per trial"
     )
     for name, wall, r in (("tuner", tuner_s, ours), ("peer ", peer_s, peer)):
         print(

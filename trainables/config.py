@@ -141,6 +141,11 @@ class TrialConfig(Strict):
     max_batches: int | None = Field(
         None, gt=0, description="smoke-size switch: at most this many batches per split per epoch"
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="arithmetic of forward passes: bf16 autocast (weights and optimiser stay "
+        "fp32) or fp32; auto: bf16 on a GPU and on a CPU with AMX-BF16 units, else fp32",
+    )
 
     @model_validator(mode="after")
     def _weights_match_transfer(self) -> TrialConfig:

@@ -74,8 +74,12 @@ def run_trial(
     num_threads: int | None = None,
     pretrained: dict[str, str] | None = None,
     max_batches: int | None = None,
+    cpu_pool: float | None = None,
 ) -> dict:
-    """Run the toy; same signature as :func:`trainables.classify.run_trial`."""
+    """Run the toy; same signature as :func:`trainables.classify.run_trial`.
+
+    The toy sleeps instead of computing, so ``num_threads`` and ``cpu_pool`` change nothing.
+    """
     lr = float(params.get("lr") or 1e-3)
     batch_size = int(params.get("batch_size") or 32)
     epochs = int(params.get("epochs") or 10)

@@ -96,6 +96,7 @@ EPOCH_SCHEMA = pa.schema(
         pa.field("lr", pa.float64()),
         pa.field("epoch_time_s", pa.float64()),
         pa.field("images_per_s", pa.float64()),
+        pa.field("threads", pa.int64()),  # PyTorch threads at the end of the training pass
         pa.field("best_epoch", pa.int64()),
         pa.field("best_val_acc", pa.float64()),
         pa.field("node", pa.string()),

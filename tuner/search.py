@@ -144,6 +144,7 @@ def _trainable(
     cpus: float,
     max_batches: int | None,
     finished: dict[str, dict] | None = None,
+    share_idle_cpus: bool = False,
 ):
     """The Ray Tune function trainable: restore, train, report every epoch.
 
@@ -151,7 +152,8 @@ def _trainable(
     reports the result saved in that checkpoint again. A trial listed in ``finished`` (trial
     id -> its last epoch row in the results store: a resumed search restores a trial that
     finished after Tune's last snapshot as unfinished, from an older checkpoint) reports
-    that row again, without training.
+    that row again, without training. With ``share_idle_cpus`` a CPU trial also uses the
+    CPUs of its node that no other trial uses (:mod:`trainables.cpushare`).
     """
     provenance.check_process()  # the driver's code, not another installed copy
     from trainables.config import DataConfig
@@ -192,9 +194,18 @@ def _trainable(
             num_threads=max(1, int(cpus)),
             pretrained=pretrained,
             max_batches=max_batches,
+            cpu_pool=node_cpus(node_id) if share_idle_cpus else None,
         )
         if not reported and last_file.is_file():
             tune.report(json.loads(last_file.read_text()))
+
+
+def node_cpus(node_id: str) -> float | None:
+    """The CPU resource Ray gives the node ``node_id`` (``None`` if it is not listed)."""
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id and node.get("Alive"):
+            return node.get("Resources", {}).get("CPU")
+    return None
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -1209,6 +1220,7 @@ def build_tuner(
         cpus=packing.cpu,
         max_batches=max_batches,
         finished=finished,
+        share_idle_cpus=spec.resources.share_idle_cpus and packing.gpu == 0,
     )
     fn = tune.with_resources(fn, {"cpu": packing.cpu, "gpu": packing.gpu})
     base = experiment_path(results_root, spec.experiment)

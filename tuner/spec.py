@@ -522,6 +522,11 @@ class ResourcesSpec(Strict):
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    share_idle_cpus: bool = Field(
+        True,
+        description="a CPU trial also uses the CPUs of its node that no other trial uses "
+        "(the last trials of a search); false keeps every trial at its cpu request",
+    )
 
     @field_validator("gpu")
     @classmethod

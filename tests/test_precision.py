@@ -1,0 +1,91 @@
+"""Arithmetic and memory layout of a trial's forward passes (``TrialConfig.precision``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from trainables import classify
+from trainables.classify import Trial, uses_bf16
+from trainables.config import DataConfig, TrialConfig
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.fixture(scope="module")
+def data_cfg(tmp_path_factory) -> DataConfig:
+    root = tmp_path_factory.mktemp("synthetic")
+    return DataConfig(
+        preset="synthetic",
+        root=str(root / "images"),
+        classes=["farmland", "water", "forest"],
+        synthetic={"per_class": 12, "size": 32, "seed": 0},
+        image_size=32,
+        cache_dir=str(root / "cache"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "amx", "expected"),
+    [
+        ("fp32", CUDA, True, False),
+        ("bf16", CPU, False, True),
+        ("auto", CUDA, False, True),
+        ("auto", CPU, True, True),
+        ("auto", CPU, False, False),
+    ],
+)
+def test_precision_resolves_per_device(monkeypatch, precision, device, amx, expected):
+    monkeypatch.setattr(classify, "cpu_has_bf16_units", lambda: amx)
+    assert uses_bf16(precision, device) is expected
+
+
+def test_unknown_precision_is_refused_with_the_choices(data_cfg):
+    with pytest.raises(ValidationError, match="'auto', 'fp32' or 'bf16'"):
+        TrialConfig(data=data_cfg, model="tiny_cnn", transfer="scratch", precision="fp16")
+
+
+def test_cpu_feature_probe_answers_a_bool():
+    assert isinstance(classify.cpu_has_bf16_units(), bool)
+
+
+def _first_conv_input(trial: Trial) -> tuple[torch.Tensor, torch.dtype]:
+    """The input of the model's first convolution, and the dtype that convolution computes in."""
+    seen: dict = {}
+    conv = next(m for m in trial.model.modules() if isinstance(m, torch.nn.Conv2d))
+    handle = conv.register_forward_hook(
+        lambda mod, inp, out: seen.update(x=inp[0], dtype=out.dtype)
+    )
+    try:
+        trial._run_epoch()
+    finally:
+        handle.remove()
+    return seen["x"], seen["dtype"]
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)]
+)
+def test_forward_passes_run_in_the_configured_precision(data_cfg, precision, dtype):
+    cfg = TrialConfig(
+        data=data_cfg,
+        model="tiny_cnn",
+        transfer="scratch",
+        augmentation="aerial",
+        epochs=1,
+        batch_size=8,
+        max_batches=1,
+        num_threads=1,
+        precision=precision,
+    )
+    trial = Trial(cfg, log=lambda _: None)
+    x, computed = _first_conv_input(trial)
+    assert computed == dtype
+    # The cache hands out channels-last uint8 batches: bf16 keeps that layout (the model is
+    # converted to match), float32 on the CPU gets plain NCHW.
+    layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
+    assert x.is_contiguous(memory_format=layout) and x.dtype == torch.float32
+    conv = next(m for m in trial.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=layout)
+    assert all(p.dtype == torch.float32 for p in trial.model.parameters())
