@@ -212,45 +212,46 @@ def _main(argv: list[str] | None, held: list) -> int:
         except (FileNotFoundError, ValueError) as err:
             return _fail(f"dataset: {err}")
 
-    from tuner import search
+    from tuner import tune
     from tuner.cluster import StorageError, check_storage
+    from tuner.packing import plan_packing
     from tuner.spec import referenced
 
     try:
-        resources = search.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+        resources = tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
     except (ConnectionError, RuntimeError, ValueError) as err:
         return _fail(f"cannot start or reach Ray ({args.address or 'local'}): {err}")
-    packing = search.plan_packing(
+    packing = plan_packing(
         spec,
         laptop=args.laptop is not None,
         cpus=int(resources.get("CPU", os.cpu_count() or 1)),
-        gpus=search.visible_gpus(resources),
+        gpus=tune.visible_gpus(resources),
         per_gpu=args.laptop or 4,
         cluster=bool(args.address),
     )
     short = resource_shortfall(packing.cpu, packing.gpu, {"GPU": 0.0, **resources})
     if short and not args.address:
-        search.shutdown_ray()
+        tune.shutdown_ray()
         return _fail(short)
     try:
         check_storage(args.results, args.address, shared=args.shared_storage)
     except StorageError as err:
-        search.shutdown_ray()
+        tune.shutdown_ray()
         return _fail(str(err))
     if args.address:
-        skew = search.code_skew_on_nodes()
+        skew = tune.code_skew_on_nodes()
         problem = (
             "version skew on node(s) " + "\n  ".join(skew.values())
             if skew
-            else _data_missing_on_nodes(spec, search)
+            else _data_missing_on_nodes(spec)
         )
         if problem:
-            search.shutdown_ray()
+            tune.shutdown_ray()
             return _fail(problem)
     try:  # one driver per experiment folder, from here to the end
         taken_over = lock.acquire(spec.experiment)
     except ExperimentLocked as err:
-        search.shutdown_ray()
+        tune.shutdown_ray()
         return _fail(str(err))
     held.append(lock)
     if taken_over:
@@ -278,8 +279,8 @@ def _main(argv: list[str] | None, held: list) -> int:
         )
     if smoke is not None:
         print("smoke run, reduced from the spec:\n  " + "\n  ".join(smoke.reductions), flush=True)
-    if args.resume and not search.can_resume(args.results, spec.experiment):
-        search.shutdown_ray()
+    if args.resume and not tune.can_resume(args.results, spec.experiment):
+        tune.shutdown_ray()
         return _fail(f"--resume: no Ray state for {spec.experiment!r} under {store.dir}")
     from tuner.budget import Budget, coverage
 
@@ -288,7 +289,7 @@ def _main(argv: list[str] | None, held: list) -> int:
     budget = Budget(spec.search.time_budget_s) if spec.search.time_budget_s else None
     t0 = time.time()
     try:
-        search.run_search(
+        tune.run_search(
             spec,
             results_root=args.results,
             packing=packing,
@@ -299,7 +300,7 @@ def _main(argv: list[str] | None, held: list) -> int:
             budget=budget,
         )
     finally:
-        search.shutdown_ray()
+        tune.shutdown_ray()
     print(f"\nsearch finished in {time.time() - t0:.0f} s", flush=True)
     trials = _print_ranking(store.uri, spec, args.top)
     _export_study(store.uri, spec)
@@ -388,15 +389,17 @@ def _smoke_report(exp_dir: str, local: bool) -> int:
     return 0
 
 
-def _data_missing_on_nodes(spec: Spec, search) -> str | None:
+def _data_missing_on_nodes(spec: Spec) -> str | None:
     """On a cluster, every node must see the dataset folders (synthetic ones are generated)."""
+    from tuner.tune import missing_on_nodes
+
     datasets = [("dataset.root", spec.dataset)]
     if spec.pretrain is not None:
         datasets.append(("pretrain.dataset.root", spec.pretrain.dataset))
     for key, data in datasets:
         if data is None or data.preset == "synthetic":
             continue
-        missing = search.missing_on_nodes(data.root)
+        missing = missing_on_nodes(data.root)
         if missing:
             nodes = ", ".join(f"{ip} (node {node_id[:8]})" for node_id, ip in missing.items())
             return (

@@ -324,18 +324,14 @@ class Param(BaseModel):
         return all(config.get(k) in v for k, v in self.when.items())
 
 
-def _field_type(name: str) -> type:
-    """Python type of a TrialConfig field (``str`` for Literals, unwraps Optional)."""
+def field_type(name: str) -> type:
+    """Python type of a TrialConfig field (``str`` for Literals, unwraps Optional): the
+    value type of a parameter, and of its typed Parquet column."""
     ann = TrialConfig.model_fields[name].annotation
     if typing.get_origin(ann) is Literal:
         return str
     args = [a for a in typing.get_args(ann) if a is not type(None)]
     return args[0] if args else ann
-
-
-def param_type(name: str) -> type:
-    """The value type of a parameter: used for the typed Parquet columns."""
-    return _field_type(name)
 
 
 def _parse_param(path: str, name: str, raw: Any) -> Param:
@@ -394,10 +390,10 @@ def _parse_param(path: str, name: str, raw: Any) -> Param:
             )
         if kind in ("int", "logint"):
             low, high = int(low), int(high)
-            if _field_type(name) is not int:
+            if field_type(name) is not int:
                 raise SpecError(f"{path}.{kind}: {name} is not an integer parameter")
-        elif _field_type(name) not in (float, int):
-            raise SpecError(f"{path}.{kind}: {name} takes {_field_type(name).__name__} values")
+        elif field_type(name) not in (float, int):
+            raise SpecError(f"{path}.{kind}: {name} takes {field_type(name).__name__} values")
         return Param(name=name, kind=kind, values=(low, high), when=when)
     if isinstance(raw, list):
         if not raw:
@@ -900,6 +896,13 @@ def load(path: str | Path, overrides: list[str] = (), *, check_data: bool = True
 
 
 # ------------------------------------------------------------------------------ expansion
+def flat_params(config: dict) -> dict:
+    """Trial parameters from a Tune config (grid cells arrive nested under ``cell``)."""
+    out = dict(config.get("cell") or {})
+    out.update({k: v for k, v in config.items() if k != "cell"})
+    return out
+
+
 def normalize_cell(config: dict) -> dict:
     """Make transfer and weights consistent: ``weights: none`` is ``transfer: scratch``."""
     out = dict(config)
