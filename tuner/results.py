@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tuner.spec import PARAM_NAMES, field_type
+from tuner.spec import PARAM_NAMES, SearchMetric, field_type
 
 #: Every value of the trials table's ``status`` column: ran all its epochs (with test
 #: figures), stopped by ASHA, stopped by the time budget (:mod:`tuner.budget`), failed.
@@ -50,6 +50,14 @@ TEST_METRICS = ("test_acc", "test_f1", "test_kappa")
 BEST_VAL_METRICS = ("best_val_acc", "best_val_f1", "best_val_kappa")
 #: The metrics a ranking shows (mean ± std over seeds).
 METRICS = (*TEST_METRICS, *BEST_VAL_METRICS)
+#: The spec's ``search.metric`` -> the trials-table column that holds it. The trials table
+#: has no best validation loss, so ``val_loss`` searches are summarised by accuracy.
+VAL_COLUMN: dict[SearchMetric, str] = {
+    "val_acc": "best_val_acc",
+    "val_f1": "best_val_f1",
+    "val_kappa": "best_val_kappa",
+    "val_loss": "best_val_acc",
+}
 
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 TIMESTAMP = pa.timestamp("us", tz="UTC")

@@ -340,10 +340,12 @@ def _smoke_on_gpu(args: argparse.Namespace, spec: Spec) -> bool:
 
 def _failures(trials) -> int:
     """Name the failed trials; exit status 1 when every trial failed or none was recorded."""
+    from tuner.results import ERROR
+
     if trials.empty:
         print("error: the search recorded no trial", file=sys.stderr)
         return 1
-    failed = trials[trials["status"] == "error"].sort_values("end_time", kind="stable")
+    failed = trials[trials["status"] == ERROR].sort_values("end_time", kind="stable")
     if failed.empty:
         return 0
     rows = failed.to_dict("records")
@@ -464,7 +466,7 @@ def _describe_search(spec: Spec) -> str:
 
 def _print_ranking(exp_dir: str, spec: Spec, top: int):
     """Print the status counts and the top ranking; returns the trials table."""
-    from tuner.results import format_ranking, load, rank
+    from tuner.results import COMPLETED, format_ranking, load, rank
 
     trials, epochs = load(exp_dir, on_corrupt="warn")
     status = trials["status"].value_counts().to_dict() if len(trials) else {}
@@ -476,7 +478,7 @@ def _print_ranking(exp_dir: str, spec: Spec, top: int):
     by = "test_acc"
     print(f"\ntop {top} by {by} (test split, best-validation checkpoint):")
     print(format_ranking(rank(trials, by=by, top=top), by))
-    if (trials["status"] != "completed").any():
+    if (trials["status"] != COMPLETED).any():
         print("(early-stopped and failed trials have no test figures; --by best_val_acc ranks all)")
     print(f"\nresults: {exp_dir}/trials  ({len(trials)} rows)")
     print(f"         {exp_dir}/epochs  ({len(epochs)} rows)")

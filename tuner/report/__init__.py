@@ -35,7 +35,7 @@ import yaml
 from tuner.report import html as H
 from tuner.report import plots, tables
 from tuner.report.html import Image, Section, Table, Text
-from tuner.results import load
+from tuner.results import VAL_COLUMN, load
 from tuner.spec import Spec, SpecError, load_saved, parse, referenced
 
 __all__ = [
@@ -101,7 +101,7 @@ class Experiment:
     def metric(self) -> str:
         """The trials column of the spec's validation metric (``best_val_acc``)."""
         name = self.spec.search.metric if self.spec else "val_acc"
-        return tables.VAL_COLUMN.get(name, "best_val_acc")
+        return VAL_COLUMN.get(name, "best_val_acc")
 
 
 def _has_results(path: Path) -> bool:
@@ -172,7 +172,7 @@ def load_experiment(path: str | Path, name: str | None = None) -> Experiment:
 def _label_columns(trials: pd.DataFrame) -> list[str]:
     from tuner.results import config_columns
 
-    finished = trials[trials["status"] != "running"]
+    finished = trials[trials["status"] != tables.RUNNING]
     return [c for c in config_columns(finished) if c != "dataset"]
 
 
@@ -433,7 +433,7 @@ def best_trial(trials: pd.DataFrame, metric: str = "best_val_acc") -> pd.Series 
 def _plots(exp: Experiment) -> Section:
     sec = Section("4. Plots")
     trials, metric, slug = exp.trials, exp.metric, _slug(exp)
-    finished = trials[trials["status"] != "running"]
+    finished = trials[trials["status"] != tables.RUNNING]
     if finished["macs"].notna().any():
         sec.add(
             Image(
@@ -665,7 +665,7 @@ def _protocol_rows(exp: Experiment) -> list[tuple[str, str]]:
         rows.append(("scheduler", text))
     if raw.get("resources"):
         rows.append(("resources per trial", _inline_mapping(raw["resources"])))
-    finished = exp.trials[exp.trials["status"] != "running"]
+    finished = exp.trials[exp.trials["status"] != tables.RUNNING]
     if len(finished) and finished["start_time"].notna().any():
         start, end = finished["start_time"].min(), finished["end_time"].max()
         rows.append(("trials ran", f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC"))
