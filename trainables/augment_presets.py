@@ -17,6 +17,8 @@ operations :class:`Preset` has.
   is resampled down, not blown up from a few pixels), horizontal and vertical flips and
   90-degree rotations; evaluation resizes the whole image. README, "Augmentation and
   evaluation", gives the measurements behind these choices.
+* ``rotate90``: the stored image turned by a random multiple of 90 degrees and nothing
+  else (no crop, no flip): the rotations alone, to weigh against ``aerial``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ PRESETS: dict[str, Preset] = {
     "paper": _PAPER,
     "color": Preset(**{**_PAPER.__dict__, "jitter": True}),
     "aerial": Preset(crop_scale=(0.6, 1.0), store=2.0, hflip=True, dihedral=True),
+    "rotate90": Preset(rot90=True),
 }
 #: The preset names, in table order.
 AUGMENTATIONS = tuple(PRESETS)
