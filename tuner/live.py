@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from trainables.numbers import param_value
 from tuner.budget import Budget
 from tuner.results import (
     COMPLETED,
@@ -22,7 +23,7 @@ from tuner.results import (
     TrialStatus,
     final_status,
 )
-from tuner.spec import Spec, flat_params, format_value
+from tuner.spec import Spec, flat_params
 
 
 def status_of(trial, last: dict, spec: Spec, budget: Budget | None = None) -> TrialStatus:
@@ -102,7 +103,7 @@ class LiveView:
     def _describe(self, trial) -> str:
         p = flat_params(trial.config)
         keys = [q.name for q in self.spec.searched if q.name in p]
-        return " ".join(f"{k}={format_value(p[k])}" for k in keys) or trial.trial_id
+        return " ".join(f"{k}={param_value(p[k])}" for k in keys) or trial.trial_id
 
     def _print(self, text: str) -> None:
         out = self.stream or sys.stdout

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from trainables.numbers import number, si
 from tuner.spec import PARAM_NAMES, SearchMetric, field_type
 
 #: Every value of the trials table's ``status`` column: ran all its epochs (with test
@@ -643,11 +644,11 @@ def format_ranking(table: pd.DataFrame, by: str) -> str:
         if c.endswith(("_mean", "_std")) or table[c].isna().all():
             continue
         if c in ("params", "macs"):
-            shown[c] = [_si(v) for v in table[c]]
+            shown[c] = [si(v) for v in table[c]]
         elif c == "train_time_s":
             shown["train_s"] = [f"{v:.1f}" for v in table[c]]
         else:
-            shown[c] = [_fmt(v) for v in table[c]]
+            shown[c] = [number(v) for v in table[c]]
     for m in metrics:
         if m == by or m.startswith("test_"):
             mean, std = table[f"{m}_mean"], table[f"{m}_std"]
@@ -657,24 +658,3 @@ def format_ranking(table: pd.DataFrame, by: str) -> str:
             ]
     shown.index = range(1, len(shown) + 1)
     return shown.to_string()
-
-
-def _fmt(v) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    try:
-        return f"{float(v):.4g}" if "." in str(v) and float(v) != int(float(v)) else str(v)
-    except ValueError:
-        return str(v)
-
-
-def _si(v) -> str:
-    if v is None or pd.isna(v):
-        return "—"
-    v = float(v)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= div:
-            return f"{v / div:.4g}{unit}"
-    return f"{v:.0f}"

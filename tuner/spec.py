@@ -1049,10 +1049,3 @@ class OptunaSpace:
         if "seed" not in config:
             constants["seed"] = self.seed
         return constants
-
-
-def format_value(v: Any) -> str:
-    """Short display form of a parameter value."""
-    if isinstance(v, float):
-        return f"{v:.3g}" if (v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4)) else f"{v:g}"
-    return str(v)

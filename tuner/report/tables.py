@@ -31,8 +31,9 @@ import pandas as pd
 
 from trainables.augment_presets import AUGMENTATIONS
 from trainables.config import TrialConfig
+from trainables.numbers import param_value
 from tuner.results import COMPLETED, TEST_METRICS, TRIAL_STATUSES, config_columns
-from tuner.spec import FACTOR_NAMES, Param, format_value
+from tuner.spec import FACTOR_NAMES, Param
 
 #: Statuses a report counts: a trial's final status, or ``running`` (epoch rows only).
 RUNNING = "running"
@@ -73,7 +74,7 @@ def value_text(value: Any) -> str:
         return "—"
     if isinstance(value, np.generic):
         value = value.item()
-    return format_value(value)
+    return param_value(value)
 
 
 def config_labels(trials: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
