@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-# Before ray is imported: no TensorBoard/CSV/JSON loggers (the Parquet store is the record),
-# and experiment snapshots every second so a killed driver loses little.
+# Before ray is imported: no TensorBoard/CSV/JSON loggers (the Parquet store is the record).
+# The experiment snapshot's period adapts to its cost (tuner.scale.adaptive_snapshots).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
 
@@ -49,6 +48,7 @@ from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 from tuner import provenance  # noqa: E402
 from tuner.budget import STOPPED_BUDGET, Budget, format_duration  # noqa: E402
 from tuner.results import FINISHED_STATUSES, ResultsStore  # noqa: E402
+from tuner.scale import CheckpointPruner, adaptive_snapshots, tpe_sampler  # noqa: E402
 from tuner.spec import PARAM_NAMES, OptunaSpace, Spec, grid_cells  # noqa: E402
 
 TRAINABLES = {"classify": "trainables.classify", "toy": "trainables.toy"}
@@ -537,6 +537,8 @@ class ResultsCallback(Callback):
                 del rows[e]
             self.store.write_epochs(row["trial_id"], list(rows.values()))
         self.store.write_trial(row)
+        self.epochs.pop(row["trial_id"], None)  # the store holds them; memory stays flat
+        self.last.pop(row["trial_id"], None)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.finished:
@@ -552,6 +554,10 @@ class ResultsCallback(Callback):
             return
         message, traceback = trial_error(trial)
         self._write_final(self._trial_row(trial, "error", message, traceback))
+
+
+#: Seconds between two counts of the running and pending trials by :class:`LiveView`.
+COUNT_EVERY_S = 1.0
 
 
 class LiveView(Callback):
@@ -583,7 +589,7 @@ class LiveView(Callback):
 
     def setup(self, **info) -> None:
         self.t0 = time.time()
-        self.last_print = 0.0
+        self.last_print = self.counted_at = 0.0
         self.counts = {"completed": 0, "early-stopped": 0, STOPPED_BUDGET: 0, "error": 0}
         self.best: tuple[float, str] | None = None
         #: Trial id -> (best metric value, its epoch) so far.
@@ -689,6 +695,10 @@ class LiveView(Callback):
         )
 
     def on_step_end(self, iteration, trials, **info) -> None:
+        now = time.time()
+        if now - self.counted_at < COUNT_EVERY_S and now - self.last_print < self.every_s:
+            return  # counting reads every trial: at most once a second (tuner.scale)
+        self.counted_at = now
         self.running = sum(t.status == "RUNNING" for t in trials)
         self.pending = sum(t.status == "PENDING" for t in trials)
         if self.running or not self.pending:
@@ -704,6 +714,11 @@ class LiveView(Callback):
         self._print(self.status_line())
 
 
+#: The study export waits at least this many times its last duration (it reads the whole
+#: trials table: at most 5 % of the driver's time, whatever the number of trials).
+EXPORT_RATIO = 19
+
+
 class Exports(Callback):
     """Feeds the trackers (:mod:`tuner.tracking`) and the Optuna export
     (:mod:`tuner.optuna_export`) from what :class:`ResultsCallback` writes.
@@ -711,7 +726,8 @@ class Exports(Callback):
     Placed after :class:`ResultsCallback`: at a trial's end it reads the trial's row back
     from the store, so every tracker receives exactly the Parquet row. Per-epoch figures go
     to the trackers as they arrive. The study export is rewritten at most every
-    :data:`~tuner.optuna_export.EVERY_S` seconds as trials end, and when the search ends.
+    :data:`~tuner.optuna_export.EVERY_S` seconds (or :data:`EXPORT_RATIO` times its last
+    duration, when longer) as trials end, and when the search ends.
     Trackers only run for a local results folder (``MLFLOW_TRACKING_URI`` aside, they write
     files), which ``tuner.run`` checks.
     """
@@ -728,7 +744,7 @@ class Exports(Callback):
         self.defaults = effective_defaults(self.spec)
         self.finished = self.store.finished_trial_ids()
         self.tracking = None
-        self.last_export = 0.0
+        self.last_export = self.export_s = 0.0
 
     def __getstate__(self) -> dict:
         """Pickled (Tune snapshots its callbacks) without the trackers' open runs."""
@@ -767,7 +783,7 @@ class Exports(Callback):
             row = self._row(trial.trial_id)
             if row is not None:
                 self.tracking.end(row, self._params(trial))
-        if time.time() - self.last_export >= self.every_s:
+        if time.time() - self.last_export >= max(self.every_s, self.export_s * EXPORT_RATIO):
             self._export()
 
     def _export(self) -> None:
@@ -776,6 +792,7 @@ class Exports(Callback):
         self.last_export = time.time()
         try:
             export(self.store.uri, self.spec)
+            self.export_s = time.time() - self.last_export
         except Exception as err:  # the study file is a convenience; the tables are the record
             print(f"warning: optuna.db export failed: {type(err).__name__}: {err}", flush=True)
 
@@ -1199,6 +1216,7 @@ def build_tuner(
     budget: Budget | None = None,
 ) -> tune.Tuner:
     """Assemble (or restore) the ``tune.Tuner`` of a spec (``budget``: its time budget)."""
+    adaptive_snapshots()
     data = spec.dataset.model_dump(mode="json") if spec.dataset else None
     finished = ResultsStore(results_root, spec.experiment).final_results() if resume else {}
     fn = tune.with_parameters(
@@ -1240,7 +1258,7 @@ def build_tuner(
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.TPESampler(seed=s.sampler_seed)
+        sampler = tpe_sampler(s.sampler_seed)
         search_alg = OptunaSearch(
             space,
             metric=s.metric,
@@ -1269,7 +1287,8 @@ def build_tuner(
             callbacks=callbacks,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Tune keeps every checkpoint and forces no snapshot; CheckpointPruner keeps two
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
 
@@ -1358,6 +1377,7 @@ def run_search(
             request=(packing.cpu, packing.gpu),
             budget=budget,
         ),
+        CheckpointPruner(),
     ]
     tuner = build_tuner(
         spec,
