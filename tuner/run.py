@@ -301,6 +301,7 @@ def _main(argv: list[str] | None, held: list) -> int:
     finally:
         search.shutdown_ray()
     print(f"\nsearch finished in {time.time() - t0:.0f} s", flush=True)
+    _compact(store.uri)
     trials = _print_ranking(store.uri, spec, args.top)
     _export_study(store.uri, spec)
     if budget is not None and budget.spent():
@@ -309,6 +310,18 @@ def _main(argv: list[str] | None, held: list) -> int:
     if smoke is not None and status == 0:
         status = _smoke_report(store.uri, local_results)
     return status
+
+
+def _compact(exp_dir: str) -> None:
+    """Pack the finished trials' rows into one file per table (see :mod:`tuner.compact`)."""
+    from tuner.compact import CompactionError, compact
+
+    try:
+        done = compact(exp_dir)
+    except CompactionError as err:
+        print(f"note: results not compacted: {err}", flush=True)
+        return
+    print(f"results compacted: {done.describe()}", flush=True)
 
 
 def _export_study(exp_dir: str, spec: Spec) -> None:
