@@ -22,7 +22,7 @@ from tuner.results import COMPACTED, load
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_snapshot_period_adapts_to_its_cost():
+def test_snapshot_period_adapts_to_its_cost(tmp_path):
     from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 
     from tuner.scale import MIN_PERIOD_S, adaptive_snapshots
@@ -33,6 +33,19 @@ def test_snapshot_period_adapts_to_its_cost():
     assert manager._checkpoint_period == MIN_PERIOD_S
     manager._update_auto_checkpoint_time(2.0)
     assert manager._checkpoint_period == pytest.approx(38.0)  # 5 % of the time
+    # a large snapshot is written no more than BYTES_PER_S on average
+    from types import SimpleNamespace
+
+    from tuner.scale import BYTES_PER_S
+
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    (folder / "experiment_state-x.json").write_bytes(b"x" * (3 * BYTES_PER_S))
+    (folder / "trial_0").mkdir()  # trial folders do not count
+    (folder / "trial_0" / "big").write_bytes(b"x" * (5 * BYTES_PER_S))
+    manager._storage = SimpleNamespace(experiment_driver_staging_path=str(folder))
+    manager._update_auto_checkpoint_time(0.01)
+    assert manager._checkpoint_period == pytest.approx(3.0)
     fixed = _ExperimentCheckpointManager(storage=None, checkpoint_period=3)
     fixed._update_auto_checkpoint_time(2.0)
     assert fixed._checkpoint_period == 3.0
