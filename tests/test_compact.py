@@ -200,6 +200,11 @@ def test_rank_compact_refuses_a_running_experiment_and_compacts_a_stopped_one(ex
     assert not (exp / ".driver.json").exists()
 
 
+def test_rank_compact_of_a_folder_without_results_creates_nothing(tmp_path, capsys):
+    assert rank_cli.main([str(tmp_path / "none"), "--compact"]) == 2
+    assert "no trials" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
 def test_compaction_needs_a_local_folder():
     with pytest.raises(CompactionError, match="local results folder"):
         compact("s3://bucket/results/exp")

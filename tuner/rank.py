@@ -46,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _has_tables(exp_dir: str) -> bool:
+    """Whether a folder holds a trials table (``--compact`` creates nothing elsewhere)."""
+    import pyarrow.fs as pafs
+
+    from tuner.results import filesystem
+
+    if "://" in exp_dir:
+        return True  # compact() refuses it with the reason
+    fs, base = filesystem(exp_dir)
+    return fs.get_file_info(f"{base}/trials").type == pafs.FileType.Directory
+
+
 def compact_locked(exp_dir: str) -> str:
     """Compact an experiment folder under its lock; returns what was done.
 
@@ -70,7 +82,7 @@ def compact_locked(exp_dir: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.compact:
+    if args.compact and _has_tables(args.experiment_dir):
         from tuner.compact import CompactionError
         from tuner.lock import ExperimentLocked
 
