@@ -19,10 +19,10 @@ loggers and snapshot period). Per size and per side it prints:
 
 Then ``time per trial growth: N.NNx`` and ``bytes per trial growth: N.NNx`` (the last size's
 figure over the first's; the targets are <= 1.3x from 250 to 4,000 trials) for both sides;
-the TPE sampler's time per suggestion in a study of each size, with Optuna's defaults and
-with the options tuner uses (:func:`tuner.scale.tpe_sampler`); and ``tuner.rank`` on a
-synthetic folder of ``--rank-trials`` trials (default 10,000; target <= 5 s), per-trial
-files and compacted (:mod:`tuner.compact`).
+the TPE sampler's time per suggestion in studies of ``--tpe-sizes`` finished trials, with
+Optuna's defaults and with the options tuner uses (:func:`tuner.scale.tpe_sampler`); and
+``tuner.rank`` on a synthetic folder of ``--rank-trials`` trials (default 10,000; target
+<= 5 s), per-trial files and compacted (:mod:`tuner.compact`).
 
     python benchmarks/scale.py                       # 250, 1,000, 4,000 trials (long)
     python benchmarks/scale.py --sizes 250 1000      # what fits
@@ -370,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-cpus", type=int, default=16, help="CPUs the local Ray declares")
     p.add_argument("--rank-trials", type=int, default=10_000)
     p.add_argument("--tpe-samples", type=int, default=20)
+    p.add_argument(
+        "--tpe-sizes",
+        type=int,
+        nargs="+",
+        default=[250, 1000, 4000],
+        help="study sizes of the TPE timing (no search is run for them)",
+    )
     p.add_argument("--poll-s", type=float, default=0.5)
     p.add_argument("--no-peer", action="store_true", help="skip the plain Tune script")
     p.add_argument("--work", help="folder for the runs (default: a temporary one)")
@@ -377,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.epochs, args.concurrent, args.num_cpus = [6, 12], 4, 2, 2
-        args.rank_trials, args.tpe_samples = 200, 2
+        args.rank_trials, args.tpe_samples, args.tpe_sizes = 200, 2, [6, 12]
     env = {
         **os.environ,
         "TUNER_TOY_EPOCH_S": str(args.epoch_s),
@@ -406,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 t, b = growth(runs)
                 print(f"{label}: time per trial growth: {t:.2f}x ({span})")
                 print(f"{label}: bytes per trial growth: {b:.2f}x ({span})")
-        for n, (default, ours_s) in tpe_times(args.sizes, args.tpe_samples).items():
+        for n, (default, ours_s) in tpe_times(args.tpe_sizes, args.tpe_samples).items():
             print(
                 f"TPE suggestion in a study of {n} trials: Optuna's defaults "
                 f"{default * 1e3:.1f} ms, tuner's options {ours_s * 1e3:.1f} ms"
