@@ -109,6 +109,8 @@ class Run:
     kept: int
     rss: int
     rank_s: float | None = None
+    #: Bytes written per kind of process (the driver, Ray's processes by name).
+    writers: dict[str, int] | None = None
 
     @property
     def wall_per_trial(self) -> float:
@@ -138,14 +140,16 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _io(pid: int) -> tuple[str, int] | None:
-    """(start time, write_bytes) of a process, or ``None`` once it is gone."""
+def _io(pid: int) -> tuple[str, str, int] | None:
+    """(start time, name, write_bytes) of a process, or ``None`` once it is gone."""
     try:
-        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = stat.rsplit(")", 1)[1].split()[19]
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
         for line in Path(f"/proc/{pid}/io").read_text().splitlines():
             if line.startswith("write_bytes:"):
-                return start, int(line.split()[1])
-    except (OSError, IndexError):
+                return start, name, int(line.split()[1])
+    except (OSError, IndexError, ValueError):
         return None
     return None
 
@@ -166,7 +170,7 @@ def _folder_bytes(path: Path) -> int:
 
 def measure(cmd: list[str], env: dict, folder: Path, trials: int, poll_s: float) -> Run:
     """Run ``cmd`` to its end, sampling its process tree's writes and the driver's RSS."""
-    written: dict[tuple[int, str], int] = {}
+    written: dict[tuple[int, str], tuple[str, int]] = {}
     rss = 0
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -179,7 +183,8 @@ def measure(cmd: list[str], env: dict, folder: Path, trials: int, poll_s: float)
         for pid in _descendants(proc.pid):
             got = _io(pid)
             if got is not None:
-                written[(pid, got[0])] = got[1]
+                name = "driver" if pid == proc.pid else got[1]
+                written[(pid, got[0])] = (name, got[2])
         rss = max(rss, _peak_rss(proc.pid))
         time.sleep(poll_s)
     wall = time.perf_counter() - t0
@@ -187,7 +192,11 @@ def measure(cmd: list[str], env: dict, folder: Path, trials: int, poll_s: float)
     if proc.returncode != 0:
         tail = b"".join(out).decode(errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
-    return Run(trials, wall, sum(written.values()), _folder_bytes(folder), rss)
+    writers: dict[str, int] = {}
+    for name, n in written.values():
+        writers[name] = writers.get(name, 0) + n
+    total = sum(writers.values())
+    return Run(trials, wall, total, _folder_bytes(folder), rss, writers=writers)
 
 
 def toy_spec(trials: int, epochs: int, concurrent: int) -> dict:
@@ -352,7 +361,9 @@ def _line(label: str, run: Run) -> str:
         f"bytes/trial {_size(run.bytes_per_trial):>8}  results {_size(run.kept):>8}  "
         f"driver RSS {_size(run.rss)}"
     )
-    return text + (f"  rank {run.rank_s:.2f} s" if run.rank_s is not None else "")
+    text += f"  rank {run.rank_s:.2f} s" if run.rank_s is not None else ""
+    top = sorted((run.writers or {}).items(), key=lambda kv: -kv[1])[:4]
+    return text + "\n       writers: " + ", ".join(f"{k} {_size(v)}" for k, v in top)
 
 
 def growth(runs: list[Run]) -> tuple[float, float]:
