@@ -46,8 +46,9 @@ from ray.tune import Callback
 SHARE = 0.05
 #: Shortest period between two snapshots, seconds.
 MIN_PERIOD_S = 1.0
-#: Average snapshot bytes written per second of search, at most (1 MiB: 22 MB at 1,000
-#: trials is then rewritten every 21 s; on ``s3://`` that is what is uploaded).
+#: Snapshot size written per second of search, at most, on average (1 MiB: 22 MB at 1,000
+#: trials is rewritten every 21 s; Tune writes it to its staging folder, then copies it to
+#: the results folder, uploaded there on ``s3://``).
 BYTES_PER_S = 1024**2
 #: Checkpoints kept per trial beyond those a snapshot names (Tune's num_to_keep before).
 KEEP = 2
