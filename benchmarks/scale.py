@@ -20,7 +20,7 @@ loggers and snapshot period). Per size and per side it prints:
 Then ``time per trial growth: N.NNx`` and ``bytes per trial growth: N.NNx`` (the last size's
 figure over the first's; the targets are <= 1.3x from 250 to 4,000 trials) for both sides;
 the TPE sampler's time per suggestion in studies of ``--tpe-sizes`` finished trials, with
-Optuna's defaults and with the options tuner uses (:func:`tuner.scale.tpe_sampler`); and
+Optuna's defaults and with the options tuner uses (:func:`tuner.tune.scale.tpe_sampler`); and
 ``tuner.rank`` on a synthetic folder of ``--rank-trials`` trials (default 10,000; target
 <= 5 s), per-trial files and compacted (:mod:`tuner.compact`).
 
@@ -254,7 +254,7 @@ def tpe_times(sizes: list[int], samples: int) -> dict[int, tuple[float, float]]:
     import optuna
 
     from trainables.toy import score
-    from tuner.scale import tpe_sampler
+    from tuner.tune.scale import tpe_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = {}

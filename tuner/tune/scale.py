@@ -27,10 +27,14 @@ it deleted), the bytes written per trial grow with the number of trials. Here:
 What a snapshot lags behind costs nothing in the results: the Parquet tables are written as
 results arrive and stay the record; a resumed search keeps the rows of trials that finished
 after the snapshot and sets aside those of trials it never knew (see
-:class:`tuner.search.ResultsCallback`).
+:class:`tuner.tune.callbacks.ResultsCallback`).
 
 **Optuna's TPE** reads every finished trial at every suggestion, in Python: its time per
 suggestion grows with the study. :func:`tpe_sampler` uses Optuna's options for that case.
+
+Elsewhere: :class:`~tuner.tune.callbacks.ResultsCallback` forgets a trial's rows once they
+are written, :class:`~tuner.tune.callbacks.Exports` spaces the study export by its cost,
+:class:`tuner.live.LiveView` counts the trials at most once a second.
 """
 
 from __future__ import annotations
