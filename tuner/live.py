@@ -42,6 +42,10 @@ def never_ran(trial, last: dict, budget: Budget | None) -> bool:
     return not last and not trial.last_result and budget is not None and budget.spent()
 
 
+#: Seconds between two counts of the running and pending trials by :class:`LiveView`.
+COUNT_EVERY_S = 1.0
+
+
 class LiveView:
     """A compact status line: running / finished / stopped early / failed, best, elapsed.
 
@@ -75,7 +79,7 @@ class LiveView:
 
     def setup(self, **info) -> None:
         self.t0 = time.time()
-        self.last_print = 0.0
+        self.last_print = self.counted_at = 0.0
         self.counts = dict.fromkeys(TRIAL_STATUSES, 0)
         self.best: tuple[float, str] | None = None
         #: Trial id -> (best metric value, its epoch) so far.
@@ -184,6 +188,10 @@ class LiveView:
         )
 
     def on_step_end(self, iteration, trials, **info) -> None:
+        now = time.time()
+        if now - self.counted_at < COUNT_EVERY_S and now - self.last_print < self.every_s:
+            return  # counting reads every trial: at most once a second (tuner.tune.scale)
+        self.counted_at = now
         self.running = sum(t.status == "RUNNING" for t in trials)
         self.pending = sum(t.status == "PENDING" for t in trials)
         if self.running or not self.pending:

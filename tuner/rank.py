@@ -1,7 +1,9 @@
 """``python -m tuner.rank DIR/<experiment> [--by test_acc] [--group model,transfer]``.
 
 Prints the ranking of an experiment's configurations (mean ± std over seeds where a
-configuration repeats), at any time during or after a search.
+configuration repeats), at any time during or after a search. ``--compact`` first packs the
+finished trials' result files into one file per table (:mod:`tuner.compact`; ``tuner.run``
+does it at the end of a search), under the experiment's lock: not while a driver runs it.
 """
 
 from __future__ import annotations
@@ -36,15 +38,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quarantine", action="store_true", help="move unreadable result files to _quarantine/"
     )
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        help="first pack the finished trials' files into one file per table (faster reads); "
+        "refused while a driver runs the experiment",
+    )
     return p
+
+
+def _has_tables(exp_dir: str) -> bool:
+    """Whether a folder holds a trials table (``--compact`` creates nothing elsewhere)."""
+    import pyarrow.fs as pafs
+
+    from tuner.results import filesystem
+
+    if "://" in exp_dir:
+        return True  # compact() refuses it with the reason
+    fs, base = filesystem(exp_dir)
+    return fs.get_file_info(f"{base}/trials").type == pafs.FileType.Directory
+
+
+def compact_locked(exp_dir: str) -> str:
+    """Compact an experiment folder under its lock; returns what was done.
+
+    Raises:
+        ExperimentLocked: a driver runs the experiment.
+        CompactionError: the folder cannot be compacted (not local, no atomic folder swap).
+    """
+    from tuner.compact import compact
+    from tuner.lock import ExperimentLock
+    from tuner.results import filesystem
+
+    fs, base = filesystem(exp_dir)
+    lock = ExperimentLock(fs, base)
+    note = lock.acquire(base.rstrip("/").rsplit("/", 1)[-1])
+    try:
+        done = compact(exp_dir)
+    finally:
+        lock.release()
+    return "\n".join(filter(None, [note, f"compacted: {done.describe()}"]))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.compact and _has_tables(args.experiment_dir):
+        from tuner.compact import CompactionError
+        from tuner.lock import ExperimentLocked
+
+        try:
+            print(compact_locked(args.experiment_dir), file=sys.stderr)
+        except (ExperimentLocked, CompactionError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         trials, _ = load(
-            args.experiment_dir, on_corrupt="quarantine" if args.quarantine else "raise"
+            args.experiment_dir,
+            on_corrupt="quarantine" if args.quarantine else "raise",
+            epochs=False,
         )
     except CorruptResultsError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -4,6 +4,7 @@ Layout under ``<results>/<experiment>/``::
 
     trials/<trial_id>.parquet   one row per trial (TRIAL_SCHEMA)
     epochs/<trial_id>.parquet   one row per trial x epoch (EPOCH_SCHEMA)
+    */compacted-<id>.parquet    the rows of finished trials, packed by tuner.compact
     spec.yaml                   the spec (defaults filled in, ${VAR} references as written)
     manifest.csv                the split (file, label, class, split) of the dataset
     .driver.json                the lock of the driver that owns the folder (tuner.lock)
@@ -127,6 +128,9 @@ EPOCH_SCHEMA = pa.schema(
 )
 
 TRIALS, EPOCHS = "trials", "epochs"
+#: Name prefix of the one file per table that :mod:`tuner.compact` packs finished trials into
+#: (``_safe`` trial ids never start with it: Tune's are ``<hex>_<number>``).
+COMPACTED = "compacted-"
 #: Folder of Ray Tune's experiment snapshot and trial checkpoints in an experiment folder.
 RAY_DIR = "tune"
 
@@ -214,7 +218,11 @@ class ResultsStore:
         return f"{self.dir}/{table}/{_safe(trial_id)}.parquet"
 
     def read_trial(self, trial_id: str) -> dict | None:
-        """The row of one trial as written (``None``: it has none, e.g. it never ran)."""
+        """The row of one trial as written (``None``: it has none, e.g. it never ran).
+
+        Its own file only: a compacted row (:mod:`tuner.compact`) is a finished trial's,
+        which a search never reads back nor writes again.
+        """
         path = self._path(TRIALS, trial_id)
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
@@ -222,7 +230,8 @@ class ResultsStore:
         return rows[0] if rows else None
 
     def read_epochs(self, trial_id: str) -> dict[int, dict] | None:
-        """The epoch rows of one trial by epoch (``{}``: none written yet).
+        """The epoch rows of one trial by epoch (``{}``: none written yet; its own file only,
+        as in :meth:`read_trial`).
 
         An epochs file that cannot be read is moved to ``_quarantine/`` (and said so) and
         ``None`` is returned: the rows are lost unless rebuilt from the trial's checkpoint.
@@ -256,16 +265,34 @@ class ResultsStore:
         with self.fs.open_input_stream(f"{self.dir}/{name}") as f:
             return f.read().decode()
 
-    def trial_ids(self, table: str) -> set[str]:
-        """Trial ids that have a file in ``trials/`` or ``epochs/``."""
+    def _files(self, table: str) -> list[str]:
+        """Paths of the Parquet files of a table (per-trial and compacted), sorted."""
         info = self.fs.get_file_info(pafs.FileSelector(f"{self.dir}/{table}", allow_not_found=True))
-        return {
-            f.base_name[: -len(".parquet")]
+        return sorted(
+            f.path
             for f in info
             if f.type == pafs.FileType.File
             and f.base_name.endswith(".parquet")
             and not f.base_name.startswith((".", "_"))
-        }
+        )
+
+    def _compacted_ids(self, path: str) -> set[str]:
+        try:
+            column = pq.read_table(path, columns=["trial_id"], filesystem=self.fs).column(0)
+        except (pa.ArrowInvalid, OSError):
+            return set()  # unreadable: quarantined by quarantine_unreadable
+        return {_safe(str(t)) for t in column.to_pylist()}
+
+    def trial_ids(self, table: str) -> set[str]:
+        """Trial ids that have rows in ``trials/`` or ``epochs/`` (own or compacted file)."""
+        ids: set[str] = set()
+        for path in self._files(table):
+            name = path.rsplit("/", 1)[-1]
+            if name.startswith(COMPACTED):
+                ids |= self._compacted_ids(path)
+            else:
+                ids.add(name[: -len(".parquet")])
+        return ids
 
     def trial_statuses(self) -> dict[str, str]:
         """Trial id -> status of every readable trial row."""
@@ -299,22 +326,26 @@ class ResultsStore:
     def move_orphans(self, known: set[str]) -> list[str]:
         """Move aside the rows of trials that are not in ``known``; returns their ids.
 
-        Tune's experiment snapshot lags the driver by up to a second: a driver killed in
-        between can leave rows (epochs, even a final row) of a trial that the restored
-        search never heard of and will not resume; it runs another trial in its place. Its
-        files go to ``trials/_orphaned/`` and ``epochs/_orphaned/``, so that every row
-        belongs to a trial of the search.
+        Tune's experiment snapshot lags the driver (by its period, see :mod:`tuner.tune.scale`):
+        a driver killed in between can leave rows (epochs, even a final row) of a trial that
+        the restored search never heard of and will not resume; it runs another trial in its
+        place. Its files (its rows, when they were compacted: :mod:`tuner.compact`) go to
+        ``trials/_orphaned/`` and ``epochs/_orphaned/``, so that every row belongs to a
+        trial of the search.
         """
         known = set(map(_safe, known))
         orphans = sorted((self.trial_ids(EPOCHS) | self.trial_ids(TRIALS)) - known)
-        for table in (TRIALS, EPOCHS):
-            here = self.trial_ids(table)
-            for trial_id in orphans:
-                if trial_id in here:
-                    dest = f"{self.dir}/{table}/_orphaned"
+        for table in (TRIALS, EPOCHS) if orphans else ():
+            dest = f"{self.dir}/{table}/_orphaned"
+            for path in self._files(table):
+                name = path.rsplit("/", 1)[-1]
+                if name.startswith(COMPACTED):
+                    from tuner.compact import split_out
+
+                    split_out(self.fs, path, set(orphans), dest)
+                elif name[: -len(".parquet")] in orphans:
                     self.fs.create_dir(dest, recursive=True)
-                    name = f"{trial_id}.parquet"
-                    self.fs.move(f"{self.dir}/{table}/{name}", f"{dest}/{name}")
+                    self.fs.move(path, f"{dest}/{name}")
         return orphans
 
     def rebase_checkpoints(self, ray_dir: str = RAY_DIR) -> list[str]:
@@ -329,8 +360,7 @@ class ResultsStore:
         """
         marker = f"/{ray_dir}/"
         old_dirs: set[str] = set()
-        for trial_id in sorted(self.trial_ids(TRIALS)):
-            path = self._path(TRIALS, trial_id)
+        for path in self._files(TRIALS):
             try:
                 rows = pq.read_table(path, filesystem=self.fs).to_pylist()
             except (pa.ArrowInvalid, OSError):
@@ -490,7 +520,20 @@ def trial_row(
 
 # -------------------------------------------------------------------------------- reading
 def _read_table(fs: pafs.FileSystem, folder: str, schema: pa.Schema) -> tuple[pd.DataFrame, list]:
-    """Read every Parquet file of a folder; unreadable ones are returned, not dropped."""
+    """Read every Parquet file of a folder; unreadable ones are returned, not dropped.
+
+    A file that vanished between the listing and its reading (a compaction swapped the
+    folder's content: :mod:`tuner.compact`) makes the folder be read again.
+    """
+    for _ in range(2):
+        try:
+            return _read_files(fs, folder, schema)
+        except FileNotFoundError:
+            continue
+    return _read_files(fs, folder, schema)
+
+
+def _read_files(fs: pafs.FileSystem, folder: str, schema: pa.Schema) -> tuple[pd.DataFrame, list]:
     info = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
     tables, bad = [], []
     for f in sorted(info, key=lambda i: i.path):
@@ -503,6 +546,8 @@ def _read_table(fs: pafs.FileSystem, folder: str, schema: pa.Schema) -> tuple[pd
             continue
         try:
             tables.append(pq.read_table(f.path, filesystem=fs, schema=schema))
+        except FileNotFoundError:
+            raise
         except (pa.ArrowInvalid, OSError) as err:
             bad.append((f.path, str(err)))
     table = pa.concat_tables(tables) if tables else schema.empty_table()
@@ -532,7 +577,7 @@ def quarantine(fs: pafs.FileSystem, bad: list[tuple[str, str]]) -> list[str]:
 
 
 def load(
-    experiment_dir: str | Path, *, on_corrupt: str = "raise"
+    experiment_dir: str | Path, *, on_corrupt: str = "raise", epochs: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The trials and epochs tables of one experiment folder.
 
@@ -541,13 +586,18 @@ def load(
         on_corrupt: What to do with unreadable (e.g. truncated) files: ``raise`` a
             :class:`CorruptResultsError` listing them, ``quarantine`` them (moved to
             ``_quarantine/`` and counted in a warning) or ``warn`` and skip them.
+        epochs: Read the epochs table (``False``: an empty one, for readers of the trials
+            table only, such as ``tuner.rank``).
 
     Returns:
         ``(trials, epochs)`` DataFrames with the documented columns and dtypes.
     """
     fs, base = filesystem(experiment_dir)
     trials, bad_t = _read_table(fs, f"{base}/{TRIALS}", TRIAL_SCHEMA)
-    epochs, bad_e = _read_table(fs, f"{base}/{EPOCHS}", EPOCH_SCHEMA)
+    if epochs:
+        epochs, bad_e = _read_table(fs, f"{base}/{EPOCHS}", EPOCH_SCHEMA)
+    else:
+        epochs, bad_e = EPOCH_SCHEMA.empty_table().to_pandas(types_mapper=_pandas_types), []
     bad = bad_t + bad_e
     if bad:
         listed = "\n".join(f"  {p}: {e}" for p, e in bad)

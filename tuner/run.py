@@ -240,6 +240,7 @@ def _main(argv: list[str] | None, held: list) -> int:
     finally:
         tune.shutdown_ray()
     print(f"\nsearch finished in {time.time() - t0:.0f} s", flush=True)
+    _compact(store.uri)
     return _summarize(store.uri, spec, args.top, budget, smoke, local_results)
 
 
@@ -284,6 +285,18 @@ def _summarize(exp_dir: str, spec: Spec, top: int, budget, smoke, local_results:
     if smoke is not None and status == 0:
         status = _smoke_report(exp_dir, local_results)
     return status
+
+
+def _compact(exp_dir: str) -> None:
+    """Pack the finished trials' rows into one file per table (see :mod:`tuner.compact`)."""
+    from tuner.compact import CompactionError, compact
+
+    try:
+        done = compact(exp_dir)
+    except CompactionError as err:
+        print(f"note: results not compacted: {err}", flush=True)
+        return
+    print(f"results compacted: {done.describe()}", flush=True)
 
 
 class _Refused(Exception):

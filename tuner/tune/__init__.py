@@ -11,6 +11,8 @@ Modules, by job:
 * :mod:`tuner.tune.callbacks`: driver-side callbacks (results tables, exports, live view).
 * :mod:`tuner.tune.errors`: a failed trial's message and traceback.
 * :mod:`tuner.tune.schedulers`: ASHA rebuilt on resume; the time budget.
+* :mod:`tuner.tune.scale`: snapshot period, checkpoint pruning and TPE options that keep
+  the cost per trial flat as a search grows.
 * :mod:`tuner.tune.assemble`: the ``tune.Tuner`` of a spec, and :func:`run_search`.
 
 Fault tolerance: a trial that crashes, or whose node dies, is retried from its last
@@ -22,16 +24,16 @@ the snapshot does not hold, from the epochs table.
 
 import os
 
-# Before ray is imported: no TensorBoard/CSV/JSON loggers (the Parquet store is the record),
-# and experiment snapshots every second so a killed driver loses little.
+# Before ray is imported: no TensorBoard/CSV/JSON loggers (the Parquet store is the record).
+# The experiment snapshot's period adapts to its cost (tuner.tune.scale.adaptive_snapshots).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
 
 from tuner.tune.assemble import build_tuner, can_resume, rebind, run_search  # noqa: E402
 from tuner.tune.callbacks import Exports, LiveViewCallback, ResultsCallback  # noqa: E402
 from tuner.tune.errors import error_message, trial_error  # noqa: E402
+from tuner.tune.scale import CheckpointPruner, adaptive_snapshots, tpe_sampler  # noqa: E402
 from tuner.tune.schedulers import BudgetASHA, BudgetFIFO, ResumableASHA, TimeBudget  # noqa: E402
 from tuner.tune.session import (  # noqa: E402
     alive_nodes,
@@ -50,11 +52,13 @@ __all__ = [
     "LAST_RESULT",
     "BudgetASHA",
     "BudgetFIFO",
+    "CheckpointPruner",
     "Exports",
     "LiveViewCallback",
     "ResultsCallback",
     "ResumableASHA",
     "TimeBudget",
+    "adaptive_snapshots",
     "alive_nodes",
     "build_tuner",
     "can_resume",
@@ -67,6 +71,7 @@ __all__ = [
     "rebind",
     "run_search",
     "shutdown_ray",
+    "tpe_sampler",
     "trainable",
     "trial_error",
     "visible_gpus",

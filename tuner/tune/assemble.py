@@ -19,6 +19,7 @@ from tuner.packing import Packing
 from tuner.results import RAY_DIR, ResultsStore, experiment_path
 from tuner.spec import OptunaSpace, Spec, grid_cells
 from tuner.tune.callbacks import Exports, LiveViewCallback, ResultsCallback
+from tuner.tune.scale import CheckpointPruner, adaptive_snapshots, tpe_sampler
 from tuner.tune.schedulers import BudgetASHA, BudgetFIFO, ResumableASHA
 from tuner.tune.trainable import trainable
 
@@ -55,7 +56,7 @@ def _sampling(spec: Spec, packing: Packing) -> tuple[dict, object, int]:
         OptunaSpace(spec.params, s.seed_list[0]),
         metric=s.metric,
         mode=s.mode,
-        sampler=optuna.samplers.TPESampler(seed=s.sampler_seed),
+        sampler=tpe_sampler(s.sampler_seed),
         points_to_evaluate=[dict(p) for p in s.points] or None,
     )
     if packing.concurrent:
@@ -75,6 +76,7 @@ def build_tuner(
     budget: Budget | None = None,
 ) -> tune.Tuner:
     """Assemble (or restore) the ``tune.Tuner`` of a spec (``budget``: its time budget)."""
+    adaptive_snapshots()
     data = spec.dataset.model_dump(mode="json") if spec.dataset else None
     finished = ResultsStore(results_root, spec.experiment).final_results() if resume else {}
     fn = tune.with_parameters(
@@ -116,7 +118,8 @@ def build_tuner(
             callbacks=callbacks,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Tune keeps every checkpoint and forces no snapshot; CheckpointPruner keeps two
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
 
@@ -205,6 +208,7 @@ def run_search(
             request=(packing.cpu, packing.gpu),
             budget=budget,
         ),
+        CheckpointPruner(),
     ]
     tuner = build_tuner(
         spec,

@@ -215,6 +215,8 @@ class ResultsCallback(Callback):
                 del rows[e]
             self.store.write_epochs(row["trial_id"], list(rows.values()))
         self.store.write_trial(row)
+        self.epochs.pop(row["trial_id"], None)  # the store holds them; memory stays flat
+        self.last.pop(row["trial_id"], None)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.finished:
@@ -231,6 +233,11 @@ class ResultsCallback(Callback):
         self._write_final(self._trial_row(trial, ERROR, message, traceback))
 
 
+#: The study export waits at least this many times its last duration (it reads the whole
+#: trials table: at most 5 % of the driver's time, whatever the number of trials).
+EXPORT_RATIO = 19
+
+
 class Exports(Callback):
     """Feeds the trackers (:mod:`tuner.tracking`) and the Optuna export
     (:mod:`tuner.optuna_export`) from what :class:`ResultsCallback` writes.
@@ -238,7 +245,8 @@ class Exports(Callback):
     Placed after :class:`ResultsCallback`: at a trial's end it reads the trial's row back
     from the store, so every tracker receives exactly the Parquet row. Per-epoch figures go
     to the trackers as they arrive. The study export is rewritten at most every
-    :data:`~tuner.optuna_export.EVERY_S` seconds as trials end, and when the search ends.
+    :data:`~tuner.optuna_export.EVERY_S` seconds (or :data:`EXPORT_RATIO` times its last
+    duration, when longer) as trials end, and when the search ends.
     Trackers only run for a local results folder (``MLFLOW_TRACKING_URI`` aside, they write
     files), which ``tuner.run`` checks.
     """
@@ -255,7 +263,7 @@ class Exports(Callback):
         self.defaults = effective_defaults(self.spec)
         self.finished = self.store.finished_trial_ids()
         self.tracking = None
-        self.last_export = 0.0
+        self.last_export = self.export_s = 0.0
 
     def __getstate__(self) -> dict:
         """Pickled (Tune snapshots its callbacks) without the trackers' open runs."""
@@ -283,7 +291,7 @@ class Exports(Callback):
             row = self.store.read_trial(trial.trial_id)  # None: cancelled before it ran
             if row is not None:
                 self.tracking.end(row, self._params(trial))
-        if time.time() - self.last_export >= self.every_s:
+        if time.time() - self.last_export >= max(self.every_s, self.export_s * EXPORT_RATIO):
             self._export()
 
     def _export(self) -> None:
@@ -292,6 +300,7 @@ class Exports(Callback):
         self.last_export = time.time()
         try:
             export(self.store.uri, self.spec)
+            self.export_s = time.time() - self.last_export
         except Exception as err:  # the study file is a convenience; the tables are the record
             print(f"warning: optuna.db export failed: {type(err).__name__}: {err}", flush=True)
 
