@@ -523,6 +523,39 @@ def create_model(
         WeightsNotFoundError: ImageNet weights neither cached nor downloadable.
         FileNotFoundError: A weights path that does not exist.
     """
+    _check_arguments(name, num_classes, head, transfer, image_size, mlp_hidden, dropout)
+    kind, value = _parse_weights(weights)
+    problem = config.transfer_problem(transfer, weights)
+    if problem:
+        raise ValueError(problem)
+    part = _build_backbone(name, kind, value, weights, image_size)
+    model = Classifier(
+        part.backbone,
+        _build_head(head, part.feature_dim, num_classes, mlp_hidden, dropout),
+        name=name,
+        head_type=head,
+        transfer=transfer,
+        feature_dim=part.feature_dim,
+        normalization=part.normalization,
+        head_path=part.head_path,
+    )
+    if kind == "file" and not part.loaded:
+        load_weights_file(model, value)
+    return model
+
+
+def _check_arguments(
+    name: str,
+    num_classes: int,
+    head: str,
+    transfer: str,
+    image_size: int,
+    mlp_hidden: int,
+    dropout: float,
+) -> None:
+    """Raise ``ValueError`` for :func:`create_model` arguments that do not fit, weights
+    aside: the name, head and transfer choices, the sizes, and the ``mlp`` head's width
+    and dropout (checked only for that head)."""
     check_model(name)
     _check_choice("head", head, HEADS)
     _check_choice("transfer", transfer, TRANSFERS)
@@ -538,13 +571,35 @@ def create_model(
             f"model {name!r} has no pretrained weights, so transfer must be 'scratch', "
             f"got transfer={transfer!r}"
         )
-    kind, value = _parse_weights(weights)
-    problem = config.transfer_problem(transfer, weights)
-    if problem:
-        raise ValueError(problem)
 
-    normalization = SCRATCH_NORMALIZATION
-    head_path: str | None = None
+
+@dataclass(frozen=True)
+class _Backbone:
+    """A backbone without its ImageNet head, as :func:`_build_backbone` returns it.
+
+    Attributes:
+        backbone: The feature extractor; its output is ``feature_dim`` wide.
+        feature_dim: Width of the features the new head takes.
+        head_path: Where the replaced ImageNet head lived (``fc``, ``classifier.1``, ...);
+            ``None`` for project models, which never had one.
+        normalization: Input ``(mean, std)`` for the weights in ``backbone``.
+        loaded: Whether the requested weights are already in ``backbone`` (timm loads its
+            own files); when not, :func:`create_model` loads a weights file afterwards.
+    """
+
+    backbone: nn.Module
+    feature_dim: int
+    head_path: str | None
+    normalization: Normalization
+    loaded: bool = False
+
+
+def _build_backbone(
+    name: str, kind: str, value: Any, weights: str | Path | None, image_size: int
+) -> _Backbone:
+    """The backbone of a project, timm or torchvision model, with ImageNet weights when
+    ``kind`` is ``imagenet`` (``kind``/``value`` as :func:`_parse_weights` returns them;
+    ``weights`` is the argument as given, for the error message)."""
     if name in PROJECT_MODELS:
         if kind == "imagenet":
             raise ValueError(
@@ -552,32 +607,22 @@ def create_model(
                 f"weights={weights!r}; pass the path of a checkpoint of it instead"
             )
         backbone, feature_dim = PROJECT_MODELS[name](image_size)
-    elif is_timm(name):
+        return _Backbone(backbone, feature_dim, None, SCRATCH_NORMALIZATION)
+    if is_timm(name):
         built = timm_models.build(name, kind, value, image_size=image_size)
-        backbone, feature_dim, head_path = built.backbone, built.feature_dim, built.head_path
+        normalization = SCRATCH_NORMALIZATION
         if built.normalization is not None:
             normalization = _as_normalization(built.normalization, f"{name} pretrained_cfg")
-        if built.loaded:
-            kind = "loaded"
-    else:
-        member = _imagenet_member(name, value) if kind == "imagenet" else None
-        backbone = _build_torchvision(name, image_size, member)
-        head_path, feature_dim = _replace_imagenet_head(backbone, name)
-        if member is not None:
-            normalization = _pretrained_normalization(name, member)
-    model = Classifier(
-        backbone,
-        _build_head(head, feature_dim, num_classes, mlp_hidden, dropout),
-        name=name,
-        head_type=head,
-        transfer=transfer,
-        feature_dim=feature_dim,
-        normalization=normalization,
-        head_path=head_path,
+        return _Backbone(
+            built.backbone, built.feature_dim, built.head_path, normalization, built.loaded
+        )
+    member = _imagenet_member(name, value) if kind == "imagenet" else None
+    backbone = _build_torchvision(name, image_size, member)
+    head_path, feature_dim = _replace_imagenet_head(backbone, name)
+    normalization = (
+        SCRATCH_NORMALIZATION if member is None else _pretrained_normalization(name, member)
     )
-    if kind == "file":
-        load_weights_file(model, value)
-    return model
+    return _Backbone(backbone, feature_dim, head_path, normalization)
 
 
 def loss_function(head: str) -> nn.Module:

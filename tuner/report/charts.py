@@ -16,20 +16,7 @@ def plots_section(exp: Experiment) -> Section:
     """Section 4: accuracy vs MACs (Pareto front), validation curves, ASHA rungs, confusion."""
     sec = Section("4. Plots")
     trials, metric, slug = exp.trials, exp.metric, slug_of(exp)
-    finished = trials[trials["status"] != tables.RUNNING]
-    if finished["macs"].notna().any():
-        sec.add(
-            Image(
-                plots.pareto_png(finished),
-                "Test accuracy vs MACs per image (log scale), one point per trial; hollow "
-                "points have no test metric (stopped early or failed) and show their best "
-                "validation accuracy. The dashed line is the Pareto front (no other trial is "
-                "both cheaper and more accurate), annotated with the model.",
-                f"{slug}-pareto",
-            )
-        )
-    else:
-        sec.add(Text("Accuracy vs MACs: no trial has recorded MACs yet.", "note"))
+    sec.add(_pareto(trials, slug))
     top = tables.top_trials(trials, 5, metric)
     if len(top) and not exp.epochs.empty:
         sec.add(
@@ -40,40 +27,64 @@ def plots_section(exp: Experiment) -> Section:
                 f"{slug}-curves",
             )
         )
+    sec.add(_asha(exp, slug), _confusion(exp, slug))
+    return sec
+
+
+def _pareto(trials: pd.DataFrame, slug: str) -> Image | Text:
+    """Accuracy vs MACs of the finished trials, or a note when none has recorded MACs."""
+    finished = trials[trials["status"] != tables.RUNNING]
+    if not finished["macs"].notna().any():
+        return Text("Accuracy vs MACs: no trial has recorded MACs yet.", "note")
+    return Image(
+        plots.pareto_png(finished),
+        "Test accuracy vs MACs per image (log scale), one point per trial; hollow "
+        "points have no test metric (stopped early or failed) and show their best "
+        "validation accuracy. The dashed line is the Pareto front (no other trial is "
+        "both cheaper and more accurate), annotated with the model.",
+        f"{slug}-pareto",
+    )
+
+
+def _asha(exp: Experiment, slug: str) -> Section:
+    """How many trials reached each ASHA rung, or why that is not shown."""
     sub = Section("ASHA: trials kept at each rung", level=3)
-    sec.add(sub)
     sched = exp.spec.scheduler if exp.spec else None
     if sched is None or sched.type != "asha":
         why = "no spec.yaml" if sched is None else "the scheduler is 'none': every trial runs"
-        sub.add(Text(f"Not shown: {why}.", "note"))
-    else:
-        rungs = tables.asha_rungs(
-            trials, sched.grace_period, sched.reduction_factor, exp.spec.max_epochs
-        )
-        sub.add(
-            Text(
-                f"Milestones grace_period × eta^k ≤ max epochs (grace {sched.grace_period}, "
-                f"eta {sched.reduction_factor:g}, max {exp.spec.max_epochs}); a trial counts "
-                "at a rung when it ran at least that many epochs (running trials so far)."
-            ),
-            Table(
-                pd.DataFrame(
-                    {
-                        "rung": rungs["rung"],
-                        "epochs": [H.plain(float(e)) for e in rungs["epochs"]],
-                        "trials": rungs["trials"],
-                        "share of started (%)": [H.percent(f, 0) for f in rungs["fraction"]],
-                    }
-                )
-            ),
-            Image(plots.rungs_png(rungs), "Trials reaching each ASHA rung.", f"{slug}-asha"),
-        )
-    best = best_trial(trials, metric)
+        return sub.add(Text(f"Not shown: {why}.", "note"))
+    rungs = tables.asha_rungs(
+        exp.trials, sched.grace_period, sched.reduction_factor, exp.spec.max_epochs
+    )
+    return sub.add(
+        Text(
+            f"Milestones grace_period × eta^k ≤ max epochs (grace {sched.grace_period}, "
+            f"eta {sched.reduction_factor:g}, max {exp.spec.max_epochs}); a trial counts "
+            "at a rung when it ran at least that many epochs (running trials so far)."
+        ),
+        Table(
+            pd.DataFrame(
+                {
+                    "rung": rungs["rung"],
+                    "epochs": [H.plain(float(e)) for e in rungs["epochs"]],
+                    "trials": rungs["trials"],
+                    "share of started (%)": [H.percent(f, 0) for f in rungs["fraction"]],
+                }
+            )
+        ),
+        Image(plots.rungs_png(rungs), "Trials reaching each ASHA rung.", f"{slug}-asha"),
+    )
+
+
+def _confusion(exp: Experiment, slug: str) -> Section:
+    """The test confusion matrix of the best completed trial, or why it is not shown."""
+    trials, metric = exp.trials, exp.metric
     sub = Section("Confusion matrix of the best trial", level=3)
-    sec.add(sub)
+    best = best_trial(trials, metric)
     if best is None or best.get("test_confusion") is None:
-        sub.add(Text("Not shown: no completed trial with a test confusion matrix yet.", "note"))
-        return sec
+        return sub.add(
+            Text("Not shown: no completed trial with a test confusion matrix yet.", "note")
+        )
     names = best.get("class_names")
     if names is None or not len(names):
         names = exp.spec.dataset.classes if exp.spec and exp.spec.dataset else None
@@ -83,7 +94,7 @@ def plots_section(exp: Experiment) -> Section:
         f"test acc {H.percent(best['test_acc'])}%, {LABEL.get(metric, metric)} "
         f"{H.percent(best[metric])}%"
     )
-    sub.add(
+    return sub.add(
         Image(
             plots.confusion_png(best["test_confusion"], names, title),
             "Test-split confusion matrix (rows: true class, columns: predicted; counts, "
@@ -92,7 +103,6 @@ def plots_section(exp: Experiment) -> Section:
             f"{slug}-confusion",
         )
     )
-    return sec
 
 
 def pictures_section(exp: Experiment, figures: bool) -> Section:

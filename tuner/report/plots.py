@@ -52,11 +52,22 @@ def pareto_png(trials: pd.DataFrame) -> bytes:
     data["y"] = np.where(has_test, data["test_acc"].astype(float), data["best_val_acc"])
     fig = Figure(figsize=(7.5, 4.6))
     ax = fig.add_subplot()
-    colors = _colors(data["model"].astype(str))
     rng = np.random.default_rng(0)
     # Trials of one model share their MACs: a small log-x jitter keeps them apart.
     data["x"] = data["macs"] * 10 ** rng.uniform(-0.02, 0.02, len(data))
-    for model, color in colors.items():
+    _scatter_trials(ax, data, has_test)
+    basis = data[has_test] if has_test.any() else data
+    front = basis[pareto_front(basis["macs"], basis["y"])].sort_values("macs")
+    if len(front):
+        _draw_front(ax, front, data["macs"].max() * 2, validation=not has_test.any())
+    _label_pareto_axes(ax, data, test=has_test.any())
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    return to_png(fig)
+
+
+def _scatter_trials(ax, data: pd.DataFrame, has_test: pd.Series) -> None:
+    """One colour per model at ``(x, 100 * y)``: filled with a test metric, hollow without."""
+    for model, color in _colors(data["model"].astype(str)).items():
         mine = data["model"].astype(str) == model
         for test, filled in ((True, True), (False, False)):
             sel = mine & (has_test == test)
@@ -72,53 +83,56 @@ def pareto_png(trials: pd.DataFrame) -> bytes:
                     label=f"{model}" + ("" if test else " (no test: validation)"),
                     zorder=3,
                 )
-    basis = data[has_test] if has_test.any() else data
-    front = basis[pareto_front(basis["macs"], basis["y"])].sort_values("macs")
-    if len(front):
-        right = data["macs"].max() * 2
-        ax.step(
-            [*front["x"], right],
-            [*(100 * front["y"]), 100 * front["y"].iloc[-1]],
-            where="post",
-            color="black",
-            linewidth=1.1,
-            linestyle="--",
-            zorder=2,
+
+
+def _draw_front(ax, front: pd.DataFrame, right: float, validation: bool) -> None:
+    """The Pareto front (sorted by MACs) as a dashed step line out to ``right``, its points
+    ringed and annotated with their model; ``validation`` when it is over validation
+    accuracy."""
+    ax.step(
+        [*front["x"], right],
+        [*(100 * front["y"]), 100 * front["y"].iloc[-1]],
+        where="post",
+        color="black",
+        linewidth=1.1,
+        linestyle="--",
+        zorder=2,
+    )
+    ax.scatter(
+        front["x"],
+        100 * front["y"],
+        s=150,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.2,
+        label="Pareto front" + (" (validation)" if validation else ""),
+        zorder=4,
+    )
+    for _, row in front.iterrows():
+        ax.annotate(
+            str(row["model"]),
+            (row["x"], 100 * row["y"]),
+            xytext=(8, 6),
+            textcoords="offset points",
+            fontsize=8,
         )
-        ax.scatter(
-            front["x"],
-            100 * front["y"],
-            s=150,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=1.2,
-            label="Pareto front" + ("" if has_test.any() else " (validation)"),
-            zorder=4,
-        )
-        for _, row in front.iterrows():
-            ax.annotate(
-                str(row["model"]),
-                (row["x"], 100 * row["y"]),
-                xytext=(8, 6),
-                textcoords="offset points",
-                fontsize=8,
-            )
+
+
+def _label_pareto_axes(ax, data: pd.DataFrame, test: bool) -> None:
+    """Log-scale MACs on x (SI ticks, half / double the range), accuracy in % on y (``test``:
+    whether any point shows a test metric), title and grid."""
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(lambda v, _pos: si(v, 3))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("MACs per image (log scale)")
     ax.set_ylabel(
-        "accuracy (%): test (filled), validation (hollow)"
-        if has_test.any()
-        else "validation accuracy (%)"
+        "accuracy (%): test (filled), validation (hollow)" if test else "validation accuracy (%)"
     )
     ax.set_title("Accuracy vs compute")
     ax.grid(True, which="both", alpha=0.3)
     if len(data):
         lo, hi = data["macs"].min(), data["macs"].max()
         ax.set_xlim(lo / 2, hi * 2)
-    ax.legend(fontsize=8, loc="best", framealpha=0.9)
-    return to_png(fig)
 
 
 def curves_png(epochs: pd.DataFrame, top: pd.DataFrame, label_columns: Sequence[str]) -> bytes:

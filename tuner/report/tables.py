@@ -489,8 +489,29 @@ def importances(
         NotEnoughData: Fewer than 2 completed trials, no varying parameter, or a constant
             metric.
     """
-    import optuna
+    done, varying, skipped = _importance_inputs(trials, params, metric)
+    study = _importance_study(done, varying, metric, mode)
+    names = [p.name for p in varying]
+    evaluators = dict(evaluators) if evaluators is not None else _evaluators()
+    table = pd.DataFrame({"parameter": names})
+    for label, evaluator in evaluators.items():
+        table[label] = _importance_scores(study, evaluator, names, mode)
+    if evaluators:
+        table = table.sort_values(next(iter(evaluators)), ascending=False, kind="stable")
+    table = table.reset_index(drop=True)
+    table.attrs.update(trials=len(done), skipped=[p.name for p in skipped])
+    return table
 
+
+def _importance_inputs(
+    trials: pd.DataFrame, params: Sequence[Param], metric: str
+) -> tuple[pd.DataFrame, list[Param], list[Param]]:
+    """The completed trials with ``metric``, the searched parameters that vary among them
+    and that all of them have, and the varying ones some lack (conditional: skipped).
+
+    Raises:
+        NotEnoughData: Fewer than 2 such trials, no varying parameter, or a constant metric.
+    """
     done = trials[(trials["status"] == COMPLETED) & trials[metric].notna()]
     if len(done) < 2:
         raise NotEnoughData(
@@ -514,6 +535,14 @@ def importances(
         raise NotEnoughData(
             f"every completed trial has the same {metric}; no parameter explains a difference"
         )
+    return done, varying, skipped
+
+
+def _importance_study(done: pd.DataFrame, varying: Sequence[Param], metric: str, mode: str) -> Any:
+    """An in-memory Optuna study with one finished trial per row of ``done``: the
+    ``varying`` parameters under the spec's distributions, ``metric`` as the value."""
+    import optuna
+
     values = {p.name: [_plain(v, p) for v in done[p.name]] for p in varying}
     dists = {p.name: _distribution(p, values[p.name]) for p in varying}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -526,24 +555,27 @@ def importances(
                 value=float(score),
             )
         )
-    evaluators = dict(evaluators) if evaluators is not None else _evaluators()
-    table = pd.DataFrame({"parameter": list(dists)})
-    for label, evaluator in evaluators.items():
-        target: Callable | None = None
-        if type(evaluator).__name__ == "PedAnovaImportanceEvaluator" and mode == "max":
-            target = lambda t: -t.value  # noqa: E731  PED-ANOVA assumes minimisation
-        with warnings.catch_warnings():
-            # PED-ANOVA warns whenever a target is given; ours is the negated objective.
-            warnings.filterwarnings("ignore", message=".*low `target` values", category=UserWarning)
-            scores = optuna.importance.get_param_importances(
-                study, evaluator=evaluator, params=list(dists), target=target
-            )
-        table[label] = [float(scores.get(name, float("nan"))) for name in dists]
-    if evaluators:
-        table = table.sort_values(next(iter(evaluators)), ascending=False, kind="stable")
-    table = table.reset_index(drop=True)
-    table.attrs.update(trials=len(done), skipped=[p.name for p in skipped])
-    return table
+    return study
+
+
+def _importance_scores(study: Any, evaluator: Any, names: list[str], mode: str) -> list[float]:
+    """One evaluator's importance of each parameter in ``names`` (NaN where it gives none).
+
+    PED-ANOVA assumes minimisation, so for ``mode="max"`` it gets the negated objective as
+    its target.
+    """
+    import optuna
+
+    target: Callable | None = None
+    if type(evaluator).__name__ == "PedAnovaImportanceEvaluator" and mode == "max":
+        target = lambda t: -t.value  # noqa: E731
+    with warnings.catch_warnings():
+        # PED-ANOVA warns whenever a target is given; ours is the negated objective.
+        warnings.filterwarnings("ignore", message=".*low `target` values", category=UserWarning)
+        scores = optuna.importance.get_param_importances(
+            study, evaluator=evaluator, params=names, target=target
+        )
+    return [float(scores.get(name, float("nan"))) for name in names]
 
 
 # ------------------------------------------------------------------------------------ ASHA
