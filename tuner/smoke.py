@@ -86,13 +86,37 @@ def smoke_spec(spec: Spec, *, gpu: bool, rename: bool = True) -> Smoke:
         gpu: Trials will run on GPUs (keep the image size and the largest batch size).
         rename: Add :data:`SUFFIX` to the experiment name.
     """
-    from trainables.models import min_image_size
-
     raw = spec.model_dump(mode="json", exclude_none=True)
+    notes = _reduce_parameters(spec, raw, gpu)
+    seeds = spec.search.seed_list[:1]
+    notes += _reduce_search(spec, raw, seeds)
+    notes += _reduce_data(spec, raw, gpu)
+    if rename:
+        raw["experiment"] = f"{spec.experiment[: 100 - len(SUFFIX)]}{SUFFIX}"
+        notes.insert(
+            0,
+            f"experiment: {spec.experiment} -> {raw['experiment']} (the real run's folder "
+            "stays empty)",
+        )
+    smoke = validate(raw, check_data=False)
+    factors = ", ".join(f for f in FACTORS if f in {p.name for p in spec.params})
+    notes.insert(
+        1 if rename else 0,
+        f"search: {_trials(spec)} -> grid of {len(grid_cells(smoke))} trials, each kind of "
+        f"cell ({factors}) once, seed {seeds[0]}",
+    )
+    notes.append(f"every epoch: at most {MAX_BATCHES} batches per split")
+    return Smoke(spec=smoke, reductions=notes)
+
+
+def _reduce_parameters(spec: Spec, raw: dict, gpu: bool) -> list[str]:
+    """Every non-factor parameter of ``raw`` to one value, few epochs, small batches."""
     notes: list[str] = []
     by_name = {p.name: p for p in spec.params}
-    sections = {"factors": dict(raw.get("factors", {})), "hyperparameters": {}}
-    sections["hyperparameters"] = dict(raw.get("hyperparameters", {}))
+    sections = {
+        "factors": dict(raw.get("factors", {})),
+        "hyperparameters": dict(raw.get("hyperparameters", {})),
+    }
     for section, entries in sections.items():
         for name in list(entries):
             p = by_name[name]
@@ -116,8 +140,12 @@ def smoke_spec(spec: Spec, *, gpu: bool, rename: bool = True) -> Smoke:
     if not gpu and "batch_size" not in by_name:
         raw["hyperparameters"]["batch_size"] = BATCH_SIZE
         notes.append(f"hyperparameters.batch_size: default -> {BATCH_SIZE}")
+    return notes
 
-    seeds = spec.search.seed_list[:1]
+
+def _reduce_search(spec: Spec, raw: dict, seeds: list[int]) -> list[str]:
+    """A grid over one seed, no retries, no early stopping."""
+    notes: list[str] = []
     raw["search"] = {
         **raw["search"],
         "algorithm": "grid",
@@ -133,7 +161,16 @@ def smoke_spec(spec: Spec, *, gpu: bool, rename: bool = True) -> Smoke:
     if spec.scheduler.type != "none":
         notes.append(f"scheduler: {spec.scheduler.type} -> none (every trial runs to its test)")
     raw["scheduler"] = {"type": "none"}
+    return notes
+
+
+def _reduce_data(spec: Spec, raw: dict, gpu: bool) -> list[str]:
+    """Smaller images without a GPU; a one-epoch pretraining stage."""
+    from trainables.models import min_image_size
+
+    notes: list[str] = []
     if spec.dataset is not None and not gpu:
+        by_name = {p.name: p for p in spec.params}
         models = by_name["model"].values if "model" in by_name else ("resnet18",)
         size = max(IMAGE_SIZE, *(min_image_size(str(m)) for m in models))
         if size < spec.dataset.image_size:
@@ -148,18 +185,4 @@ def smoke_spec(spec: Spec, *, gpu: bool, rename: bool = True) -> Smoke:
             f"pretrain: {spec.pretrain.epochs} epochs -> 1 of {MAX_BATCHES} batches "
             "(its checkpoints are kept apart from the full stage's)"
         )
-    if rename:
-        raw["experiment"] = f"{spec.experiment[: 100 - len(SUFFIX)]}{SUFFIX}"
-        notes.insert(
-            0,
-            f"experiment: {spec.experiment} -> {raw['experiment']} (the real run's folder "
-            "stays empty)",
-        )
-    smoke = validate(raw, check_data=False)
-    notes.insert(
-        1 if rename else 0,
-        f"search: {_trials(spec)} -> grid of {len(grid_cells(smoke))} trials, each kind of "
-        f"cell ({', '.join(f for f in FACTORS if f in by_name)}) once, seed {seeds[0]}",
-    )
-    notes.append(f"every epoch: at most {MAX_BATCHES} batches per split")
-    return Smoke(spec=smoke, reductions=notes)
+    return notes

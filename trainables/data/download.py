@@ -281,36 +281,15 @@ def download(
         stream.write(f"{preset_name}: already in {root}; nothing to download\n")
         return root
     archive = root / _partial_name(url, preset)
-    partial = archive.with_name(archive.name + ".part")
-    if root.exists():
-        others = [p.name for p in root.iterdir() if p not in (archive, partial)]
-        if others:
-            raise RefusedError(
-                f"--root {root} already holds other files ({', '.join(sorted(others)[:5])}); "
-                "download into an empty or new folder"
-            )
-    root.mkdir(parents=True, exist_ok=True)
-    if not archive.is_file():
-        stream.write(f"{preset_name}: {url} -> {root}\n")
-        fetch(url, partial, stream=stream, timeout=timeout)
-        found = md5_of(partial)
-        if expected is not None and found != expected:
-            raise RefusedError(
-                f"{partial}: MD5 {found} does not match the expected {expected} "
-                f"({'--md5' if md5 else f'the {preset_name} preset'}); the file is left as "
-                f"{partial.name} and nothing else was written: delete it to download again, "
-                "or pass --md5 if this mirror serves another file"
-            )
-        os.replace(partial, archive)
-        if expected is None:
-            stream.write(
-                f"{preset_name}: no published checksum; MD5 of this download: {found} "
-                "(pass --md5 to pin it); checking the layout instead\n"
-            )
-        else:
-            stream.write(f"{preset_name}: MD5 {found} verified\n")
-    elif expected is not None and md5_of(archive) != expected:
-        raise RefusedError(f"{archive}: MD5 does not match {expected}; delete it and run again")
+    _fetch_verified(
+        preset_name,
+        url,
+        archive,
+        expected,
+        md5_given=md5 is not None,
+        stream=stream,
+        timeout=timeout,
+    )
     staging = root / f".extract-{secrets.token_hex(4)}"
     try:
         stream.write(f"{preset_name}: extracting {archive.name}\n")
@@ -329,3 +308,52 @@ def download(
     base = root / preset.subdir if preset.subdir else root
     stream.write(f"{preset_name}: {len(preset.classes or ())} classes in {base}\n")
     return root
+
+
+def _fetch_verified(
+    preset_name: str,
+    url: str,
+    archive: Path,
+    expected: str | None,
+    *,
+    md5_given: bool,
+    stream: TextIO,
+    timeout: float,
+) -> None:
+    """Put the checked archive at ``archive``: fetch it (resuming a ``.part`` file) and check
+    its MD5, or check the one already there.
+
+    ``archive``'s folder may hold nothing else (other files are refused); a mismatching
+    download stays as ``.part`` and nothing else is written.
+    """
+    root, partial = archive.parent, archive.with_name(archive.name + ".part")
+    if root.exists():
+        others = [p.name for p in root.iterdir() if p not in (archive, partial)]
+        if others:
+            raise RefusedError(
+                f"--root {root} already holds other files ({', '.join(sorted(others)[:5])}); "
+                "download into an empty or new folder"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    if archive.is_file():
+        if expected is not None and md5_of(archive) != expected:
+            raise RefusedError(f"{archive}: MD5 does not match {expected}; delete it and run again")
+        return
+    stream.write(f"{preset_name}: {url} -> {root}\n")
+    fetch(url, partial, stream=stream, timeout=timeout)
+    found = md5_of(partial)
+    if expected is not None and found != expected:
+        raise RefusedError(
+            f"{partial}: MD5 {found} does not match the expected {expected} "
+            f"({'--md5' if md5_given else f'the {preset_name} preset'}); the file is left as "
+            f"{partial.name} and nothing else was written: delete it to download again, "
+            "or pass --md5 if this mirror serves another file"
+        )
+    os.replace(partial, archive)
+    if expected is None:
+        stream.write(
+            f"{preset_name}: no published checksum; MD5 of this download: {found} "
+            "(pass --md5 to pin it); checking the layout instead\n"
+        )
+    else:
+        stream.write(f"{preset_name}: MD5 {found} verified\n")
