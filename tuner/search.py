@@ -1359,6 +1359,10 @@ def run_search(
             budget=budget,
         ),
     ]
+    if packing.gpu:  # a trial out of GPU memory is retried with fewer neighbours
+        from tuner.gpu_memory import oom_callback
+
+        callbacks.append(oom_callback(packing.cpu))
     tuner = build_tuner(
         spec,
         results_root=results_root,
