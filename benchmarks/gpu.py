@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -182,7 +183,7 @@ def packed_trial(cfg_json: dict, barrier_dir: str | None, neighbours: int) -> di
 def wait_for_neighbours(folder: Path, count: int, timeout: float = 120.0) -> None:
     """A start line on one node: touch a file, wait until ``count`` files are there."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{time.time_ns()}-{id(folder)}").touch()
+    (folder / f"{os.getpid()}-{time.time_ns()}").touch()
     deadline = time.monotonic() + timeout
     while len(list(folder.iterdir())) < count and time.monotonic() < deadline:
         time.sleep(0.05)

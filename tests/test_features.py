@@ -181,3 +181,55 @@ def test_bad_feature_views_name_the_key(setup):
     data, weights = setup
     with pytest.raises(ValidationError, match="feature_views"):
         TrialConfig(data=data, transfer="frozen", weights=str(weights), feature_views=-1)
+
+
+def test_frozen_checkpoints_keep_the_head_and_resume_exactly(setup, tmp_path):
+    data, weights = setup
+    cfg = TrialConfig(
+        data=data.model_copy(update={"cache_dir": str(tmp_path / "cache")}),
+        model="tiny_cnn",
+        transfer="frozen",
+        weights=str(weights),
+        augmentation="aerial",
+        epochs=3,
+        batch_size=8,
+        num_threads=1,
+    )
+    full: list[dict] = []
+    train(cfg, checkpoint_dir=tmp_path / "a", on_epoch=lambda m, d: full.append(m), log=print)
+    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert state["model"] and not any(k.startswith("backbone.") for k in state["model"])
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert any(k.startswith("backbone.") for k in best["model"]), "best.pt stays whole"
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_one(metrics, directory):
+        if metrics["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, checkpoint_dir=tmp_path / "b", on_epoch=stop_after_one, log=print)
+    part: list[dict] = []
+    train(
+        cfg,
+        checkpoint_dir=tmp_path / "b",
+        resume=tmp_path / "b",
+        on_epoch=lambda m, d: part.append(m),
+        log=print,
+    )
+    assert [m["epoch"] for m in part] == [2, 3]
+    for a, b in zip(full[1:], part, strict=True):
+        for key in COMPARED:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+    other = tmp_path / "other.pt"
+    torch.save(create_model("tiny_cnn", 3, transfer="scratch").state_dict(), other)
+    with pytest.raises(ValueError, match="frozen backbone came from weights"):
+        train(
+            cfg.model_copy(update={"weights": str(other)}),
+            checkpoint_dir=tmp_path / "b",
+            resume=tmp_path / "b",
+            log=print,
+        )

@@ -28,7 +28,14 @@ from trainables.clihelp import HelpFormatter
 from trainables.config import DataConfig, SplitConfig, TrialConfig
 from trainables.data.dataset import PreparedData, batched, prepare
 from trainables.data.presets import PRESETS
-from trainables.features import FeatureStore, FrozenFeatures, weights_identity
+from trainables.features import (
+    FeatureStore,
+    FrozenFeatures,
+    head_threads,
+    load_trained_state,
+    trained_state,
+    weights_identity,
+)
 from trainables.metrics import detailed, summarize
 from trainables.models import Classifier, count_macs, count_parameters, create_model, loss_function
 
@@ -251,18 +258,19 @@ class Trial:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
         train_start = time.perf_counter()
-        for x, y in self.splits["train"].iterate(gen, cfg.max_batches):
-            y = y.to(self.device)
-            with self._autocast():
-                out = self._forward(x)
-                loss = self.loss_fn(out.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total_loss += loss.detach() * len(y)
-            correct += (out.argmax(1) == y).sum()
-            seen += len(y)
-        total_loss, correct = total_loss.item(), correct.item()
+        with head_threads(self.features is not None, self.device):
+            for x, y in self.splits["train"].iterate(gen, cfg.max_batches):
+                y = y.to(self.device)
+                with self._autocast():
+                    out = self._forward(x)
+                    loss = self.loss_fn(out.float(), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total_loss += loss.detach() * len(y)
+                correct += (out.argmax(1) == y).sum()
+                seen += len(y)
+            total_loss, correct = total_loss.item(), correct.item()
         train_time = time.perf_counter() - train_start
         lr = self.optimizer.param_groups[-1]["lr"]
         self.scheduler.step()
@@ -287,13 +295,14 @@ class Trial:
         """Loss and metrics of the current weights on ``split``."""
         self.model.eval()
         preds, targets, total_loss = [], [], 0.0
-        for x, y in self.splits[split].iterate(None, self.cfg.max_batches):
-            y = y.to(self.device)
-            with self._autocast():
-                out = self._forward(x).float()
-            total_loss += self.loss_fn(out, y).item() * len(y)
-            preds.append(out.argmax(1).cpu())
-            targets.append(y.cpu())
+        with head_threads(self.features is not None, self.device):
+            for x, y in self.splits[split].iterate(None, self.cfg.max_batches):
+                y = y.to(self.device)
+                with self._autocast():
+                    out = self._forward(x).float()
+                total_loss += self.loss_fn(out, y).item() * len(y)
+                preds.append(out.argmax(1).cpu())
+                targets.append(y.cpu())
         p = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
         t = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
         metrics = (detailed if full else summarize)(p, t, self.num_classes)
@@ -316,7 +325,7 @@ class Trial:
         directory.mkdir(parents=True, exist_ok=True)
         state = {
             **self._meta(),
-            "model": self.model.state_dict(),
+            **trained_state(self.model, self.cfg.weights),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
@@ -335,7 +344,7 @@ class Trial:
     def restore(self, directory: Path) -> None:
         """Continue from a directory written by :meth:`save`."""
         state = torch.load(directory / CHECKPOINT, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
+        load_trained_state(self.model, self.cfg.weights, state, directory / CHECKPOINT)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.history, self.best = state["epoch"], state["history"], state["best"]
