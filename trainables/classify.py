@@ -190,7 +190,8 @@ class Trial:
             self.features = self._frozen_features()
             for split in ("val", "test"):
                 out[split].features = self.features.split(split)
-            out["train"].features = self.features.train_view(self.epoch)
+            if not self.features.augmented:  # augmented views are fetched epoch by epoch
+                out["train"].features = self.features.split("train")
         return out
 
     def _frozen_features(self) -> FrozenFeatures:
