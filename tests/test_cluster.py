@@ -219,7 +219,7 @@ def test_local_results_on_multi_node_cluster_are_refused(ray_cluster, tmp_path, 
 def test_dataset_path_is_checked_on_every_node(ray_cluster, tmp_path):
     import ray
 
-    from tuner import search
+    from tuner import tune as search
 
     ray.init(address=ray_cluster.address, log_to_driver=False)
     try:
@@ -422,7 +422,7 @@ def _asha_gap(trials, epochs, before, spec: dict) -> tuple[int, int]:
     That ASHA sees every result once, in the order the drivers received them: the rows of
     the epochs table at the kill (``before``) in their order, then the rows added after it.
     """
-    from tuner.search import ResumableASHA
+    from tuner.tune import ResumableASHA
 
     sched = spec["scheduler"]
     asha = ResumableASHA(

@@ -20,23 +20,26 @@ def config() -> dict:
     return yaml.safe_load(CONFIG.read_text())
 
 
-def test_validates_against_rays_autoscaler_schema(config):
+def _schema_errors(config: dict) -> list[str]:
+    """What the cluster launcher's schema (``ray-schema.json``, shipped with Ray and
+    checked by ``ray up``) finds wrong with ``config``: ``path: message`` per error."""
     import ray.autoscaler
-    from ray.autoscaler._private.util import prepare_config, validate_config
 
-    schema_path = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
-    jsonschema.validate(config, json.loads(schema_path.read_text()))
-    # Ray's own check, as `ray up` runs it: after filling in the provider's defaults
-    validate_config(prepare_config(copy.deepcopy(config)))
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(config)]
+
+
+def test_validates_against_rays_autoscaler_schema(config):
+    assert _schema_errors(config) == []
 
 
 def test_schema_rejects_a_misspelled_field(config):
-    from ray.autoscaler._private.util import validate_config
-
     bad = copy.deepcopy(config)
     bad["available_node_types"]["gpu_worker"]["max_worker"] = 4
-    with pytest.raises(jsonschema.ValidationError, match="max_worker"):
-        validate_config(bad)
+    errors = _schema_errors(bad)
+    where = "available_node_types/gpu_worker: "
+    assert any(e.startswith(where) and "max_worker" in e for e in errors), errors
 
 
 def test_head_and_autoscaling_gpu_workers(config):

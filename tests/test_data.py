@@ -14,13 +14,14 @@ from torchvision.transforms import v2
 from tests.fixtures import add_oddities, make_nwpu, make_presplit, make_rsscn7, make_ucmerced
 from trainables.augment import (
     AUGMENTATIONS,
+    PRESETS,
     BatchAugment,
     Normalize,
     eval_transform,
     stored_size,
     train_transform,
 )
-from trainables.config import DataConfig, SplitConfig
+from trainables.config import DataConfig, SplitConfig, TrialConfig
 from trainables.data.__main__ import main as inspect_main
 from trainables.data.cache import DecodedCache
 from trainables.data.dataset import prepare
@@ -191,7 +192,7 @@ def test_augmentation_presets():
     for name in AUGMENTATIONS:
         t = train_transform(name, 32)
         e = eval_transform(name, 32)
-        src = image if name != "none" else image[:, :32, :32]
+        src = image if PRESETS[name].crop_scale else image[:, :32, :32]  # no crop: as stored
         out = t(src) if t is not None else src
         assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
         assert (e(src) if e is not None else src).shape == (3, 32, 32)
@@ -219,6 +220,20 @@ def test_batch_augment_draws_per_image(name, views):
     assert counts.max() < 1.5 * 400 / views  # about uniform over the views
     torch.manual_seed(0)
     assert torch.equal(augment(image.expand(400, -1, -1, -1)), out)  # seeded
+
+
+def test_rotate90_turns_each_image_by_a_random_quarter_and_does_nothing_else():
+    """``rotate90``: each image one of its four rotations (no flip, no crop), about uniformly."""
+    assert "rotate90" in AUGMENTATIONS
+    assert TrialConfig(data={"root": "."}, transfer="scratch", augmentation="rotate90")
+    assert stored_size("rotate90", 32) == 32 and eval_transform("rotate90", 32) is None
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    turns = [torch.rot90(image, k, (1, 2)) for k in range(4)]
+    torch.manual_seed(0)
+    out = train_transform("rotate90", 32)(image.expand(400, -1, -1, -1))
+    seen = [next(k for k, v in enumerate(turns) if torch.equal(o, v)) for o in out]
+    counts = torch.bincount(torch.tensor(seen), minlength=4)
+    assert (counts > 0).all() and counts.max() < 1.5 * 400 / 4
 
 
 def test_aerial_evaluates_the_whole_image_and_paper_its_centre():

@@ -19,7 +19,7 @@ from tuner import rank as rank_cli
 from tuner.report import __main__ as report_cli
 from tuner.results import load
 from tuner.run import main
-from tuner.search import error_message
+from tuner.tune import error_message
 
 pytestmark = pytest.mark.slow
 

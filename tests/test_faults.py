@@ -69,7 +69,7 @@ class _Trial:
 
 
 def _asha(tmp_path, mode: str = "max"):
-    from tuner.search import ResumableASHA
+    from tuner.tune import ResumableASHA
 
     return ResumableASHA(
         results_root=str(tmp_path),

@@ -138,6 +138,8 @@ def test_a_trial_out_of_gpu_memory_is_retried_with_fewer_neighbours(tmp_path):
     ray = pytest.importorskip("ray")
     from ray import tune
 
+    from tuner.tune.callbacks import FewerNeighbours
+
     def trainable(config):
         share = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
         if share < 0.5:
@@ -153,7 +155,7 @@ def test_a_trial_out_of_gpu_memory_is_retried_with_fewer_neighbours(tmp_path):
         ignore_reinit_error=True,
     )
     try:
-        callback = gpu_memory.oom_callback(cpu=0.5)
+        callback = FewerNeighbours(cpu=0.5)
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 0.5, "gpu": 0.25}),
             param_space={"i": tune.grid_search([0, 1])},

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
+from tuner.live import LiveView
+from tuner.packing import plan_packing
 from tuner.run import main
-from tuner.search import LiveView, flat_params, plan_packing
-from tuner.spec import validate
+from tuner.spec import flat_params, validate
 
 
 def _spec(gpu: float = 0.0, cpu: float = 1.0, max_concurrent: int | None = None):
@@ -88,7 +89,7 @@ def test_live_view_says_what_pending_trials_wait_for_and_how_long(monkeypatch):
     have = {"CPU": 2.0}
     view = LiveView(_spec(), stream=out, request=(4.0, 0.5), resources=lambda: have)
     clock = [1000.0]
-    monkeypatch.setattr("tuner.search.time.time", lambda: clock[0])
+    monkeypatch.setattr("tuner.live.time.time", lambda: clock[0])
     view.setup()
     pending = [_Trial("t0", {}, status="PENDING"), _Trial("t1", {}, status="PENDING")]
     view.on_step_end(0, pending)

@@ -13,7 +13,7 @@ import yaml
 
 from tests.fixtures import make_nwpu
 from trainables.models import imagenet_file
-from tuner import search
+from tuner import tune
 from tuner.preflight import check_weights, resource_shortfall, weight_pairs
 from tuner.run import main
 from tuner.spec import load, validate
@@ -37,7 +37,7 @@ def offline(monkeypatch, tmp_path):
         raise AssertionError("Ray must not start: the preflight should have stopped the run")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(search, "init_ray", no_ray)
+    monkeypatch.setattr(tune, "init_ray", no_ray)
     return calls
 
 

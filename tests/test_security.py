@@ -5,6 +5,8 @@ load with a safe YAML loader, and nothing Ray serves is bound to a public addres
 from __future__ import annotations
 
 import ast
+import contextlib
+import ipaddress
 import os
 from pathlib import Path
 
@@ -86,5 +88,59 @@ def test_nothing_binds_a_public_address_by_default():
     for path in SOURCES:
         text = path.read_text()
         assert "0.0.0.0" not in text, path.relative_to(ROOT)
-    search = (ROOT / "tuner" / "search.py").read_text()
-    assert "include_dashboard=False" in search  # a local Ray serves no dashboard
+
+
+#: Ray's default dashboard port (``ray start --dashboard-port``'s default).
+DASHBOARD_PORT = 8265
+
+
+def _listening(pids) -> list[tuple[str, int]]:
+    """``(address, port)`` of every TCP socket the processes ``pids`` listen on (Linux /proc)."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a process that ended, or not ours
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                    address, port = cols[1].split(":")
+                    found.append((_ip(address), int(port, 16)))
+    return found
+
+
+def _ip(hex_address: str) -> str:
+    """The dotted (IPv4, also IPv4-mapped IPv6) or compressed (IPv6) form of a /proc/net
+    address."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # host byte order
+    address = ipaddress.ip_address(words)
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux /proc")
+def test_a_local_run_serves_no_dashboard_and_listens_on_loopback_only():
+    """A local run's Ray starts no dashboard: none of its processes listens on the dashboard
+    port, and every socket they listen on is bound to the loopback address."""
+    import ray
+
+    from tuner import reaper, tune
+
+    if ray.is_initialized():
+        ray.shutdown()
+    before = set(reaper.grow(reaper.children(os.getpid())))
+    tune.init_ray(None, num_cpus=1, num_gpus=0)
+    try:
+        run = set(reaper.grow(reaper.children(os.getpid()))) - before
+        sockets = _listening(run)
+    finally:
+        tune.shutdown_ray()
+    assert sockets, "the run's servers (GCS, raylet) listen somewhere"
+    assert all(port != DASHBOARD_PORT for _, port in sockets), sockets
+    assert all(ipaddress.ip_address(ip).is_loopback for ip, _ in sockets), sockets

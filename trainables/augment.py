@@ -1,74 +1,29 @@
-"""Augmentation presets, built on ``torchvision.transforms.v2``.
+"""Augmentation presets applied to batches, built on ``torchvision.transforms.v2``.
 
 Transforms run on uint8 CHW tensors read from the decoded cache; conversion to float and
 normalisation happen afterwards on whole batches (on the GPU when there is one), see
 :class:`Normalize`.
 
-A preset is data (:class:`Preset`, declared once in :data:`PRESETS`): adding one is a
-change to this table (and its tests); validation, the CLIs and the reports read the names
-from :data:`AUGMENTATIONS`.
-
-* ``none``: the image at the input size, as stored.
-* ``paper``: paper 1's protocol (section 3.2; the PyTorch transfer-learning recipe): the
-  image resized to 254 px (for a 224 input; ``254 / 224`` of the input side in general),
-  ``RandomResizedCrop`` to the input size with torchvision's default area range (8-100 %)
-  and a horizontal flip; evaluation centre-crops the resized image.
-* ``color``: ``paper`` plus colour jitter (paper 1, Fig. 4).
-* ``aerial``: for overhead scenes, which have no "up" and whose content is the whole image:
-  crops of 60-100 % of the area cut from a copy stored at twice the input side (so a crop
-  is resampled down, not blown up from a few pixels), horizontal and vertical flips and
-  90-degree rotations; evaluation resizes the whole image. README, "Augmentation and
-  evaluation", gives the measurements behind these choices.
+The presets are data, declared once in :mod:`trainables.augment_presets` (no torch there:
+validation, the CLIs and the reports read the names from it); this module applies them.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-PAPER_RESIZE, PAPER_INPUT = 254, 224
-
-
-@dataclass(frozen=True)
-class Preset:
-    """One augmentation preset.
-
-    Attributes:
-        crop_scale: ``RandomResizedCrop``'s range of the crop's share of the image area;
-            ``None``: no crop (the stored image is the input).
-        store: Side of the cached copy over the input side (crops are cut from it).
-        hflip: Random horizontal flips.
-        dihedral: Random vertical flips and 90-degree rotations (with ``hflip``: all eight
-            symmetries of the square).
-        jitter: Colour jitter (brightness, contrast, saturation 0.3; hue 0.05).
-        evaluate: How validation and test images reach the input size: ``resize`` the whole
-            stored image, or ``center_crop`` it.
-    """
-
-    crop_scale: tuple[float, float] | None = None
-    store: float = 1.0
-    hflip: bool = False
-    dihedral: bool = False
-    jitter: bool = False
-    evaluate: Literal["resize", "center_crop"] = "resize"
-
-
-_PAPER = Preset(
-    crop_scale=(0.08, 1.0), store=PAPER_RESIZE / PAPER_INPUT, hflip=True, evaluate="center_crop"
+from trainables.augment_presets import (  # noqa: F401 (re-exported)
+    AUGMENTATIONS,
+    PAPER_INPUT,
+    PAPER_RESIZE,
+    PRESETS,
+    Augmentation,
+    Preset,
+    check_augmentation,
 )
-#: Every augmentation preset, by name.
-PRESETS: dict[str, Preset] = {
-    "none": Preset(),
-    "paper": _PAPER,
-    "color": Preset(**{**_PAPER.__dict__, "jitter": True}),
-    "aerial": Preset(crop_scale=(0.6, 1.0), store=2.0, hflip=True, dihedral=True),
-}
-AUGMENTATIONS = tuple(PRESETS)
 
 
 class BatchAugment:
@@ -100,8 +55,8 @@ class BatchAugment:
         n, c, (h, w) = len(batch), batch.shape[1], self.crop.size
         preset = self.preset
         hflip = (torch.rand(n) < 0.5).tolist() if preset.hflip else [False] * n
-        if preset.dihedral:
-            vflip, turns = (torch.rand(n) < 0.5).tolist(), torch.randint(4, (n,)).tolist()
+        vflip = (torch.rand(n) < 0.5).tolist() if preset.vflip else [False] * n
+        turns = torch.randint(4, (n,)).tolist() if preset.rot90 else [0] * n
         out = torch.empty((n, h, w, c), dtype=batch.dtype).permute(0, 3, 1, 2)
         for i, image in enumerate(batch):
             image = self._crop(image) if preset.crop_scale else image
@@ -109,9 +64,8 @@ class BatchAugment:
                 image = image.flip(-1)
             if self.jitter is not None:
                 image = self.jitter(image)
-            if preset.dihedral:
-                image = image.flip(-2) if vflip[i] else image
-                image = torch.rot90(image, turns[i], dims=(-2, -1)) if turns[i] else image
+            image = image.flip(-2) if vflip[i] else image
+            image = torch.rot90(image, turns[i], dims=(-2, -1)) if turns[i] else image
             out[i] = image
         return out[0] if images.dim() == 3 else out
 
@@ -125,17 +79,6 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         return f"BatchAugment({self.name!r}, {self.crop!r}, jitter={self.jitter!r})"
-
-
-def check_augmentation(name: str) -> None:
-    """Raise a ValueError naming the allowed presets for an unknown ``name``."""
-    if name not in AUGMENTATIONS:
-        from trainables.data.presets import close_matches
-
-        raise ValueError(
-            f"unknown augmentation {name!r}{close_matches(name, AUGMENTATIONS)} "
-            f"Known: {', '.join(AUGMENTATIONS)}."
-        )
 
 
 def stored_size(name: str, image_size: int) -> int:

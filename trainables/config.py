@@ -2,15 +2,70 @@
 
 These pydantic models forbid unknown keys; the tuner's spec embeds :class:`DataConfig`
 as its ``dataset`` section and builds one :class:`TrialConfig` per trial.
+
+The choices a trial takes are declared here once, as ``Literal`` aliases that validation,
+the CLIs, the model factory and the reports all import: :data:`Transfer`, :data:`Head`,
+:data:`Optimizer`, :data:`LrSchedule` (and :data:`~trainables.augment_presets.Augmentation`
+next to its table). So is the rule that ties ``weights`` to ``transfer``
+(:func:`transfer_problem`). The protocols behind the defaults are the two papers cited in
+:mod:`trainables.papers`.
 """
 
 from __future__ import annotations
 
+import typing
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainables.augment_presets import Augmentation
 from trainables.data.presets import PRESETS, close_matches
+
+#: How a model starts and what trains: ``scratch`` (random init, no weights), ``frozen``
+#: (pretrained backbone fixed, BatchNorm statistics too; only the head trains) or
+#: ``finetune`` (pretrained, everything trains).
+Transfer = Literal["scratch", "frozen", "finetune"]
+TRANSFERS: tuple[Transfer, ...] = typing.get_args(Transfer)
+SCRATCH: Transfer = "scratch"
+#: The classifier on the backbone's features: ``linear`` (FC + log-softmax, NLLLoss, as in
+#: paper 1), ``mlp`` (hidden layer with dropout) or ``svm`` (multi-class hinge loss).
+Head = Literal["linear", "mlp", "svm"]
+HEADS: tuple[Head, ...] = typing.get_args(Head)
+#: The optimiser (``sgd`` with momentum).
+Optimizer = Literal["adam", "adamw", "sgd"]
+OPTIMIZERS: tuple[Optimizer, ...] = typing.get_args(Optimizer)
+#: The learning-rate schedule over the epochs.
+LrSchedule = Literal["constant", "cosine", "step"]
+#: ``weights`` written for "no weights" (random initialisation).
+NO_WEIGHTS = "none"
+
+
+def has_weights(weights: str | Path | None) -> bool:
+    """Whether ``weights`` names pretrained weights (``None``, ``""`` and ``none`` do not)."""
+    return weights is not None and str(weights).strip().lower() not in ("", NO_WEIGHTS)
+
+
+def transfer_problem(transfer: str, weights: str | Path | None) -> str | None:
+    """What breaks the weights <-> transfer rule, or ``None`` when the pair fits.
+
+    The rule: ``scratch`` trains from random initialisation and takes no weights;
+    ``frozen`` and ``finetune`` start from pretrained weights and need them. So
+    ``weights: none`` means ``transfer: scratch``, and a grid folds the cells that differ
+    only in the weights of a scratch model (:func:`tuner.spec.normalize_cell`).
+    """
+    if transfer == SCRATCH and has_weights(weights):
+        return (
+            f"transfer 'scratch' trains from random initialisation and takes no weights, but "
+            f"weights={weights!r}; use transfer 'finetune' or 'frozen' to start from them"
+        )
+    if transfer != SCRATCH and not has_weights(weights):
+        return (
+            f"transfer {transfer!r} needs pretrained weights (it starts from pretrained "
+            f"weights, not random initialisation), but weights={weights!r}; set weights to "
+            "'imagenet' or a checkpoint path, or use transfer 'scratch'"
+        )
+    return None
 
 
 class Strict(BaseModel):
@@ -92,7 +147,7 @@ class TrialConfig(Strict):
         description="model name: any torchvision classification model, timm/<name> (a timm "
         "model), tiny_cnn or pixels",
     )
-    transfer: Literal["scratch", "frozen", "finetune"] = Field(
+    transfer: Transfer = Field(
         "finetune",
         description="scratch (random init), frozen (pretrained backbone fixed, BatchNorm "
         "statistics too; only the head trains) or finetune (everything trains)",
@@ -100,15 +155,13 @@ class TrialConfig(Strict):
     weights: str | None = Field(
         None, description="imagenet, imagenet:<member or timm tag>, a checkpoint path, or none"
     )
-    head: Literal["linear", "mlp", "svm"] = Field(
+    head: Head = Field(
         "linear", description="linear (FC + log-softmax, NLLLoss), mlp or svm (multi-class hinge)"
     )
-    augmentation: Literal["none", "paper", "color", "aerial"] = Field(
-        "none", description="augmentation preset"
+    augmentation: Augmentation = Field(
+        "none", description="augmentation preset (trainables.augment_presets)"
     )
-    optimizer: Literal["adam", "adamw", "sgd"] = Field(
-        "adam", description="optimiser (sgd with momentum)"
-    )
+    optimizer: Optimizer = Field("adam", description="optimiser (sgd with momentum)")
     lr: float = Field(
         1e-3, gt=0, description="learning rate of the head (the backbone's: x backbone_lr_mult)"
     )
@@ -117,7 +170,7 @@ class TrialConfig(Strict):
     backbone_lr_mult: float = Field(
         1.0, gt=0, description="backbone learning-rate multiplier when fine-tuning"
     )
-    lr_schedule: Literal["constant", "cosine", "step"] = Field(
+    lr_schedule: LrSchedule = Field(
         "constant",
         description="constant, cosine (to 0 over the epochs) or step (x lr_gamma every "
         "lr_step epochs)",
@@ -157,12 +210,7 @@ class TrialConfig(Strict):
 
     @model_validator(mode="after")
     def _weights_match_transfer(self) -> TrialConfig:
-        w = None if self.weights in (None, "", "none") else self.weights
-        if self.transfer == "scratch" and w is not None:
-            raise ValueError(f"transfer 'scratch' trains from random init, but weights={w!r}")
-        if self.transfer != "scratch" and w is None:
-            raise ValueError(
-                f"transfer {self.transfer!r} needs pretrained weights, but weights is none; "
-                "set weights to 'imagenet' or a checkpoint path, or use transfer 'scratch'"
-            )
+        problem = transfer_problem(self.transfer, self.weights)
+        if problem:
+            raise ValueError(problem)
         return self

@@ -45,6 +45,7 @@ import torch
 from filelock import FileLock
 
 from trainables.augment import PRESETS, eval_transform, stored_size, train_transform
+from trainables.config import NO_WEIGHTS
 
 STORE_VERSION = 1
 """Part of every key: bump it when the way features are computed changes."""
@@ -84,11 +85,11 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 def weights_identity(weights: str | None) -> str:
     """What the features depend on in ``weights``: a file's SHA-256, else the name."""
-    text = (weights or "none").strip()
+    text = (weights or NO_WEIGHTS).strip()
     path = Path(text).expanduser()
     if path.is_file():
         return f"sha256:{file_digest(path)}"
-    return text.lower() if text.lower() in ("none", "imagenet") else text
+    return text.lower() if text.lower() in (NO_WEIGHTS, "imagenet") else text
 
 
 def view_seed(seed: int, view: int) -> int:

@@ -41,16 +41,16 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
-from trainables import timm_models
+from trainables import config, timm_models
+from trainables.numbers import si
 from trainables.timm_models import is_timm
 
 Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]
 """Per-channel ``(mean, std)`` the input images must be normalised with."""
 
-HEADS = ("linear", "mlp", "svm")
-"""``linear``: Linear + LogSoftmax (paper 1); ``mlp``: one hidden layer; ``svm``: raw scores."""
-
-TRANSFERS = ("scratch", "frozen", "finetune")
+HEADS, TRANSFERS = config.HEADS, config.TRANSFERS
+"""The heads (:data:`trainables.config.Head`) and transfer modes
+(:data:`trainables.config.Transfer`) the factory builds."""
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt")
 """A ``weights`` string with one of these endings is always read as a local file."""
@@ -539,16 +539,9 @@ def create_model(
             f"got transfer={transfer!r}"
         )
     kind, value = _parse_weights(weights)
-    if transfer == "scratch" and kind != "none":
-        raise ValueError(
-            f"transfer='scratch' trains from random initialisation and takes no weights, got "
-            f"weights={weights!r}; use transfer='finetune' or 'frozen' to start from them"
-        )
-    if transfer != "scratch" and kind == "none":
-        raise ValueError(
-            f"transfer={transfer!r} starts from pretrained weights, got weights={weights!r}; "
-            "pass weights='imagenet' or a checkpoint path, or use transfer='scratch'"
-        )
+    problem = config.transfer_problem(transfer, weights)
+    if problem:
+        raise ValueError(problem)
 
     normalization = SCRATCH_NORMALIZATION
     head_path: str | None = None
@@ -832,24 +825,18 @@ def model_stats(
     )
 
 
-def _millions(n: int) -> str:
-    return f"{n / 1e6:.4f}M"
-
-
-def _macs_text(n: int) -> str:
-    return f"{n / 1e9:.4f}G" if n >= 1e9 else f"{n / 1e6:.4f}M"
-
-
 def format_stats(stats: ModelStats) -> str:
     """A small table for one model: rounded figures as paper 2 prints them, exact integers."""
-    rows = [("params total", _millions(stats.total), f"{stats.total:,}")]
+    rows = [("params total", si(stats.total, units="M", fixed=True), f"{stats.total:,}")]
     for transfer, count in stats.trainable.items():
         note = " (head only)" if transfer == "frozen" else ""
         if count is None:
             rows.append((f"trainable {transfer}", "n/a", "no pretrained weights"))
         else:
-            rows.append((f"trainable {transfer}", _millions(count), f"{count:,}{note}"))
-    rows.append(("MACs", _macs_text(stats.macs), f"{stats.macs:,}"))
+            rows.append(
+                (f"trainable {transfer}", si(count, units="M", fixed=True), f"{count:,}{note}")
+            )
+    rows.append(("MACs", si(stats.macs, units="GM", fixed=True), f"{stats.macs:,}"))
     title = (
         f"{stats.name}: {stats.num_classes} classes, {stats.head} head, "
         f"{stats.image_size}x{stats.image_size} input"

@@ -18,9 +18,6 @@ import re
 import time
 from dataclasses import dataclass, field
 
-#: Status of a trial stopped by the budget (see :data:`tuner.results.TRIAL_STATUSES`).
-STOPPED_BUDGET = "stopped-budget"
-
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 
@@ -91,6 +88,7 @@ def coverage(spec, trials, budget: Budget) -> str:
         trials: Its trials table.
         budget: The spent budget.
     """
+    from tuner.results import COMPLETED, TRIAL_STATUSES
     from tuner.spec import grid_cells
 
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
@@ -99,9 +97,9 @@ def coverage(spec, trials, budget: Budget) -> str:
         planned, what = len(grid_cells(spec)), "grid trials (cells x seeds)"
     else:
         planned, what = spec.search.num_samples, "sampled configurations (num_samples)"
-    done = counts.get("completed", 0)
-    parts = [f"{done} completed"]
-    for status in ("early-stopped", STOPPED_BUDGET, "error"):
+    done = counts.get(COMPLETED, 0)
+    parts = [f"{done} {COMPLETED}"]
+    for status in TRIAL_STATUSES[1:]:
         if counts.get(status):
             parts.append(f"{counts[status]} {status}")
     return (

@@ -8,7 +8,7 @@ the same layer the Parquet writer uses) or a shared filesystem mounted at the sa
 every node. :func:`check_storage` refuses a plain local path on a multi-node cluster before
 anything of the search is written, unless the user vouches for it (``--shared-storage``).
 
-``ray`` is imported lazily (through :mod:`tuner.search`), so the checks can be tested and
+``ray`` is imported lazily (through :mod:`tuner.tune`), so the checks can be tested and
 the CLI can validate its arguments without a cluster.
 """
 
@@ -63,7 +63,7 @@ def check_storage(
     if shared:
         return
     if nodes is None:
-        from tuner.search import alive_nodes
+        from tuner.tune import alive_nodes
 
         nodes = alive_nodes()
     if nodes > 1:

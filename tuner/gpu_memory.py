@@ -9,8 +9,10 @@ process for what the allocator statistics do not see (the CUDA context, cuDNN wo
 fragmentation).
 
 A trial that still runs out of memory is not lost: Ray Tune retries it from its last
-checkpoint (``search.max_failures``) and :func:`oom_callback` first doubles its GPU share,
-so it restarts with fewer neighbours (up to a whole GPU).
+checkpoint (``search.max_failures``) and
+:class:`tuner.tune.callbacks.FewerNeighbours` first doubles its GPU share
+(:func:`next_share`), so it restarts with fewer neighbours (up to a whole GPU). That
+callback is the Ray side; this module imports neither Ray nor, until a probe runs, torch.
 
 The memory source is injectable (:class:`MemorySource`), so the planning is tested on a
 machine without a GPU; ``benchmarks/gpu.py`` measures it on one.
@@ -123,7 +125,8 @@ def probe_configs(spec) -> list:
     unless every trial is ``frozen`` with a weights file or ImageNet weights at hand, then
     ``frozen``; augmentation ``none``; :data:`PROBE_BATCHES` batches of one epoch.
     """
-    from trainables.config import TrialConfig
+    from trainables.config import TrialConfig, has_weights
+    from tuner.spec import RANGE_KINDS
 
     by_name = {p.name: p for p in spec.params}
 
@@ -131,12 +134,12 @@ def probe_configs(spec) -> list:
         p = by_name.get(name)
         if p is None:
             return [TrialConfig.model_fields[name].default]
-        if p.kind in ("int", "logint", "uniform", "loguniform"):
+        if p.kind in RANGE_KINDS:
             return [p.values[1]]
         return list(p.values)
 
     transfers = values("transfer")
-    weights = next((w for w in values("weights") if w not in (None, "none", "pretrain")), None)
+    weights = next((w for w in values("weights") if has_weights(w) and w != "pretrain"), None)
     # finetune trains what scratch trains (same memory, no weights file needed); frozen
     # trials need far less, and are probed as such when the spec's weights are at hand
     frozen_only = set(transfers) == {"frozen"} and weights is not None
@@ -185,39 +188,3 @@ def plan_per_gpu(configs: Iterable, source: MemorySource) -> tuple[int, str]:
         f"{HEADROOM:.0%} headroom -> {n} trial(s) per GPU"
     )
     return n, note
-
-
-def oom_callback(cpu: float):
-    """A Ray Tune callback: a trial retried after a CUDA out-of-memory error gets twice the
-    GPU share (fewer neighbours); the retry itself is Tune's (``search.max_failures``)."""
-    from ray.tune import Callback
-
-    class FewerNeighbours(Callback):
-        def __init__(self) -> None:
-            self.retried: dict[str, float] = {}
-
-        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-            if not is_out_of_memory(_error_text(trial)):
-                return
-            share = trial.placement_group_factory.required_resources.get("GPU", 0.0)
-            new = next_share(share) if share else None
-            if new is not None:
-                trial.update_resources({"CPU": cpu, "GPU": new})
-                self.retried[trial.trial_id] = new
-
-    return FewerNeighbours()
-
-
-def _error_text(trial) -> str:
-    """The last error of a Tune trial as text ('' when there is none)."""
-    try:
-        error = trial.get_error()
-    except Exception:  # noqa: BLE001 - an unreadable error file is "not an OOM"
-        error = None
-    if error is not None:
-        return f"{type(error).__name__}: {error}"
-    path = getattr(trial, "error_file", None)
-    try:
-        return open(path).read() if path else ""
-    except OSError:
-        return ""

@@ -12,7 +12,7 @@ start-up, a queue of trials and a traceback to find out. Two checks run in the d
 * **Resources** (:func:`resource_shortfall`): a local Ray that cannot hold one trial's
   CPUs and GPUs would leave the search pending forever; the run stops with the numbers and
   the fix. A cluster may grow (autoscaler), so there the search waits and the live view
-  says for what (:class:`tuner.search.LiveView`).
+  says for what (:class:`tuner.live.LiveView`).
 
 Problems are returned as text lines; the CLI prints them and exits with status 2 before
 anything is created.

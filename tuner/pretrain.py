@@ -20,7 +20,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from trainables.classify import BEST, train
-from trainables.config import TrialConfig
+from trainables.config import SCRATCH, TrialConfig
 from tuner.spec import Spec
 
 PRETRAIN_DIR = "_pretrained"
@@ -89,16 +89,10 @@ def pretrain_all(
                 cfg = TrialConfig(
                     data=source,
                     model=model,
-                    transfer="scratch",
+                    transfer=SCRATCH,
                     weights=None,
-                    head=p.head,
-                    augmentation=p.augmentation,
-                    optimizer=p.optimizer,
-                    lr=p.lr,
-                    batch_size=p.batch_size,
-                    epochs=p.epochs,
-                    seed=p.seed,
                     max_batches=max_batches,
+                    **p.settings(),
                 )
                 tmp = root / f".{model}-{key}.tmp-{os.getpid()}"
                 shutil.rmtree(tmp, ignore_errors=True)

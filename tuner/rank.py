@@ -11,6 +11,7 @@ import sys
 
 from trainables.clihelp import HelpFormatter
 from tuner.results import (
+    ERROR,
     TRIAL_STATUSES,
     CorruptResultsError,
     format_ranking,
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = trials["status"].value_counts().to_dict()
     print(f"{args.experiment_dir}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     print(format_ranking(table, args.by))
-    failed = trials[trials["status"] == "error"]
+    failed = trials[trials["status"] == ERROR]
     if len(failed):
         print(f"\nfailed trials ({len(failed)}; tracebacks in the error_traceback column):")
         for trial_id, error in zip(failed["trial_id"], failed["error"], strict=True):

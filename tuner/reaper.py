@@ -3,7 +3,7 @@
 A driver killed with SIGKILL cannot stop its Ray: Ray's GCS and raylet follow it at once,
 but its dashboard agent and runtime-env agent wait for a GCS that never answers and keep
 their ports open for about a minute (61.6 s in ``tests/test_reliability.py`` with Ray
-2.60). So a local run (:func:`tuner.search.init_ray`) starts this reaper in its own session
+2.60). So a local run (:func:`tuner.tune.init_ray`) starts this reaper in its own session
 before Ray, its stdin a pipe from the driver, and once Ray is up sends it the processes
 that ``ray.init`` started (``pid:start-time`` on one line, :func:`children`). The reaper
 follows their process tree every :data:`TICK_S` seconds (the agents and trial workers are

@@ -19,31 +19,52 @@ local or a ``s3://`` / ``gs://`` URI (pyarrow's filesystem layer).
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import typing
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from tuner.budget import STOPPED_BUDGET
-from tuner.spec import PARAM_NAMES, param_type
+from trainables.numbers import number, si
+from tuner.spec import PARAM_NAMES, SearchMetric, field_type
 
 #: Every value of the trials table's ``status`` column: ran all its epochs (with test
 #: figures), stopped by ASHA, stopped by the time budget (:mod:`tuner.budget`), failed.
-TRIAL_STATUSES = ("completed", "early-stopped", STOPPED_BUDGET, "error")
+TrialStatus = Literal["completed", "early-stopped", "stopped-budget", "error"]
+TRIAL_STATUSES: tuple[TrialStatus, ...] = typing.get_args(TrialStatus)
+COMPLETED, EARLY_STOPPED, STOPPED_BUDGET, ERROR = TRIAL_STATUSES
 #: Statuses of trials that ended normally (a resumed search keeps their rows).
-FINISHED_STATUSES = TRIAL_STATUSES[:3]
+FINISHED_STATUSES = (COMPLETED, EARLY_STOPPED, STOPPED_BUDGET)
+
+#: Test-split metrics of a trial row: set only for a ``completed`` trial.
+TEST_METRICS = ("test_acc", "test_f1", "test_kappa")
+#: Validation metrics of a trial row, taken at its best epoch.
+BEST_VAL_METRICS = ("best_val_acc", "best_val_f1", "best_val_kappa")
+#: The metrics a ranking shows (mean ± std over seeds).
+METRICS = (*TEST_METRICS, *BEST_VAL_METRICS)
+#: The spec's ``search.metric`` -> the trials-table column that holds it. The trials table
+#: has no best validation loss, so ``val_loss`` searches are summarised by accuracy.
+VAL_COLUMN: dict[SearchMetric, str] = {
+    "val_acc": "best_val_acc",
+    "val_f1": "best_val_f1",
+    "val_kappa": "best_val_kappa",
+    "val_loss": "best_val_acc",
+}
 
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 #: Every trial-config parameter is a typed column (null where a trial did not set it).
-CONFIG_FIELDS = [pa.field(n, _ARROW[param_type(n)]) for n in PARAM_NAMES]
+CONFIG_FIELDS = [pa.field(n, _ARROW[field_type(n)]) for n in PARAM_NAMES]
 
 TRIAL_SCHEMA = pa.schema(
     [
@@ -106,6 +127,8 @@ EPOCH_SCHEMA = pa.schema(
 )
 
 TRIALS, EPOCHS = "trials", "epochs"
+#: Folder of Ray Tune's experiment snapshot and trial checkpoints in an experiment folder.
+RAY_DIR = "tune"
 
 
 class CorruptResultsError(RuntimeError):
@@ -176,11 +199,7 @@ class ResultsStore:
     def write_trial(self, row: dict) -> None:
         """Write (or replace) the row of one trial."""
         row = {**row, "experiment": self.experiment}
-        write_atomic(
-            to_table([row], TRIAL_SCHEMA),
-            f"{self.dir}/{TRIALS}/{_safe(row['trial_id'])}.parquet",
-            self.fs,
-        )
+        write_atomic(to_table([row], TRIAL_SCHEMA), self._path(TRIALS, row["trial_id"]), self.fs)
 
     def write_epochs(self, trial_id: str, rows: list[dict]) -> None:
         """Write (or replace) every epoch row of one trial; one row per epoch."""
@@ -189,11 +208,36 @@ class ResultsStore:
             for r in rows
         }
         ordered = [by_epoch[e] for e in sorted(by_epoch)]
-        write_atomic(
-            to_table(ordered, EPOCH_SCHEMA),
-            f"{self.dir}/{EPOCHS}/{_safe(trial_id)}.parquet",
-            self.fs,
-        )
+        write_atomic(to_table(ordered, EPOCH_SCHEMA), self._path(EPOCHS, trial_id), self.fs)
+
+    def _path(self, table: str, trial_id: str) -> str:
+        return f"{self.dir}/{table}/{_safe(trial_id)}.parquet"
+
+    def read_trial(self, trial_id: str) -> dict | None:
+        """The row of one trial as written (``None``: it has none, e.g. it never ran)."""
+        path = self._path(TRIALS, trial_id)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        rows = pq.read_table(path, filesystem=self.fs, schema=TRIAL_SCHEMA).to_pylist()
+        return rows[0] if rows else None
+
+    def read_epochs(self, trial_id: str) -> dict[int, dict] | None:
+        """The epoch rows of one trial by epoch (``{}``: none written yet).
+
+        An epochs file that cannot be read is moved to ``_quarantine/`` (and said so) and
+        ``None`` is returned: the rows are lost unless rebuilt from the trial's checkpoint.
+        """
+        path = self._path(EPOCHS, trial_id)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return {}
+        try:
+            old = pq.read_table(path, filesystem=self.fs).to_pandas()
+        except (pa.ArrowInvalid, OSError) as err:
+            moved = quarantine(self.fs, [(path, str(err))])
+            print(f"note: unreadable epochs file moved to {moved[0]}: {err}", flush=True)
+            return None
+        old = old.astype(object).where(pd.notna(old), None)
+        return {int(r["epoch"]): dict(r) for _, r in old.iterrows()}
 
     def write_text(self, name: str, text: str) -> None:
         """Write a small text file (spec, manifest) atomically."""
@@ -273,7 +317,7 @@ class ResultsStore:
                     self.fs.move(f"{self.dir}/{table}/{name}", f"{dest}/{name}")
         return orphans
 
-    def rebase_checkpoints(self, ray_dir: str) -> list[str]:
+    def rebase_checkpoints(self, ray_dir: str = RAY_DIR) -> list[str]:
         """Point the ``checkpoint`` column of every trial row into this folder.
 
         A folder moved or copied elsewhere and resumed there holds rows written before the
@@ -286,7 +330,7 @@ class ResultsStore:
         marker = f"/{ray_dir}/"
         old_dirs: set[str] = set()
         for trial_id in sorted(self.trial_ids(TRIALS)):
-            path = f"{self.dir}/{TRIALS}/{trial_id}.parquet"
+            path = self._path(TRIALS, trial_id)
             try:
                 rows = pq.read_table(path, filesystem=self.fs).to_pylist()
             except (pa.ArrowInvalid, OSError):
@@ -311,7 +355,7 @@ class ResultsStore:
 
         A resumed search does this before it reads the store: the rows of a quarantined
         epochs file are rebuilt from the trial's checkpoint, a quarantined trial row from
-        Tune's record of the trial (see :class:`tuner.search.ResultsCallback`).
+        Tune's record of the trial (see :class:`tuner.tune.callbacks.ResultsCallback`).
 
         Returns:
             The new paths of the moved files.
@@ -330,6 +374,118 @@ class ResultsStore:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def experiment_path(results_root: str, experiment: str) -> str:
+    """An experiment folder as a path or URI (Ray keeps its state in its :data:`RAY_DIR`)."""
+    return ResultsStore(results_root, experiment).uri
+
+
+# ------------------------------------------------------------------------------------ rows
+def utc(ts: float | None) -> datetime | None:
+    """A Unix time as a UTC timestamp (the tables' time columns); ``None`` stays ``None``."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc) if ts else None
+
+
+def effective_defaults(spec) -> dict:
+    """Values of the parameters a spec does not mention (what every trial used).
+
+    Conditional parameters are not filled in: where their condition does not hold the
+    column stays null ("not applicable").
+    """
+    if spec.trainable != "classify":
+        return {}
+    from trainables.config import TrialConfig
+
+    named = {p.name for p in spec.params}
+    return {
+        name: TrialConfig.model_fields[name].default for name in PARAM_NAMES if name not in named
+    }
+
+
+def final_status(
+    *, errored: bool, last: dict, epochs: int, budget_spent: bool = False
+) -> TrialStatus:
+    """A finished trial's status from its last result.
+
+    ``completed`` when it ran all ``epochs`` and reported test figures; a trial stopped
+    short is ``stopped-budget`` when the time budget was spent by then (a trial ends in the
+    controller step that handled its last result), else ``early-stopped``.
+    """
+    if errored:
+        return ERROR
+    done = int(last.get("epoch") or 0)
+    if done >= epochs and last.get("test_acc") is not None:
+        return COMPLETED
+    return STOPPED_BUDGET if budget_spent else EARLY_STOPPED
+
+
+#: Reported metrics that travel JSON-encoded (Tune results are flat) and are lists in a row.
+JSON_METRICS = ("test_per_class_acc", "test_confusion", "class_names")
+
+
+def epoch_row(result: dict, received: float) -> dict:
+    """An epochs-table row from a reported result (``received``: the driver's clock)."""
+    return {
+        **result,
+        "node": result.get("hostname") or result.get("node_ip"),
+        "time": utc(received),
+    }
+
+
+def trial_row(
+    *,
+    trial_id: str,
+    status: TrialStatus,
+    last: dict,
+    params: dict,
+    epochs: dict[int, dict],
+    dataset: str,
+    max_epochs: int,
+    **recorded,
+) -> dict:
+    """A trials-table row from a trial's last result, its parameters and its epoch rows.
+
+    Args:
+        trial_id: The trial.
+        status: Its final status.
+        last: Its last reported result.
+        params: Its parameters, the spec's defaults filled in (the configured values win
+            over the result's: ``lr`` in a result is the last epoch's scheduled rate).
+        epochs: Its epoch rows by epoch (best-epoch figures and, when the result has none,
+            the training time come from them).
+        dataset: The dataset preset (or the trainable's name).
+        max_epochs: Epochs of a trial that does not set ``epochs``.
+        **recorded: The driver's record: ``error``, ``error_traceback``, ``cpus``,
+            ``gpu_fraction``, ``retries``, ``checkpoint``, ``start_time``, ``end_time``.
+    """
+    decoded = {k: json.loads(last[k]) for k in JSON_METRICS if isinstance(last.get(k), str)}
+    row = {
+        **last,
+        **decoded,
+        **params,
+        "error": None,
+        "error_traceback": None,
+        **recorded,
+        "trial_id": trial_id,
+        "status": status,
+        "dataset": dataset,
+        "epochs_run": int(last.get("epoch") or 0),
+        "best_val_f1": None,
+        "best_val_kappa": None,
+        "node": last.get("hostname") or last.get("node_ip"),
+        "node_id": last.get("node_id"),
+    }
+    best = epochs.get(int(last.get("best_epoch") or 0))
+    if best:
+        row["best_val_f1"], row["best_val_kappa"] = best.get("val_f1"), best.get("val_kappa")
+    if status != COMPLETED:
+        for k in (*TEST_METRICS, "test_per_class_acc", "test_confusion"):
+            row[k] = None
+    if "train_time_s" not in last:
+        row["train_time_s"] = sum((r.get("epoch_time_s") or 0.0) for r in epochs.values())
+    row["epochs"] = params.get("epochs") or max_epochs
+    return row
 
 
 # -------------------------------------------------------------------------------- reading
@@ -413,7 +569,6 @@ def load(
 
 
 # -------------------------------------------------------------------------------- ranking
-METRICS = ("test_acc", "test_f1", "test_kappa", "best_val_acc", "best_val_f1", "best_val_kappa")
 #: Columns that identify a configuration apart from its seed.
 IDENTITY_EXCLUDE = {"seed"}
 
@@ -490,11 +645,11 @@ def format_ranking(table: pd.DataFrame, by: str) -> str:
         if c.endswith(("_mean", "_std")) or table[c].isna().all():
             continue
         if c in ("params", "macs"):
-            shown[c] = [_si(v) for v in table[c]]
+            shown[c] = [si(v) for v in table[c]]
         elif c == "train_time_s":
             shown["train_s"] = [f"{v:.1f}" for v in table[c]]
         else:
-            shown[c] = [_fmt(v) for v in table[c]]
+            shown[c] = [number(v) for v in table[c]]
     for m in metrics:
         if m == by or m.startswith("test_"):
             mean, std = table[f"{m}_mean"], table[f"{m}_std"]
@@ -504,24 +659,3 @@ def format_ranking(table: pd.DataFrame, by: str) -> str:
             ]
     shown.index = range(1, len(shown) + 1)
     return shown.to_string()
-
-
-def _fmt(v) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    try:
-        return f"{float(v):.4g}" if "." in str(v) and float(v) != int(float(v)) else str(v)
-    except ValueError:
-        return str(v)
-
-
-def _si(v) -> str:
-    if v is None or pd.isna(v):
-        return "—"
-    v = float(v)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= div:
-            return f"{v / div:.4g}{unit}"
-    return f"{v:.0f}"

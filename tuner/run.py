@@ -132,26 +132,10 @@ def _main(argv: list[str] | None, held: list) -> int:
         print(f"code: {code} = the submitted code ({provenance.imported()[1]})", flush=True)
     if args.address:  # every node and trial checks that it runs this code
         os.environ[provenance.HASH_ENV] = code
-    from tuner.spec import SpecError, anchor_paths, check_name, expand, load_raw, validate
+    from tuner.spec import SpecError
 
     try:
-        if args.name:
-            check_name(args.name)
-        # the template keeps the ${VAR} references that spec.yaml records (see tuner.spec)
-        budget_set = [f"search.time_budget={args.time_budget}"] if args.time_budget else []
-        template = load_raw(args.spec, [*args.overrides, *budget_set], expand_vars=False)
-        raw = anchor_paths(expand(template), os.getcwd())
-        if args.name:
-            raw["experiment"] = args.name
-        spec = validate(raw)
-        spec._template = template
-        smoke = None
-        if args.smoke:
-            from tuner.smoke import smoke_spec
-
-            smoke = smoke_spec(spec, gpu=_smoke_on_gpu(args, spec), rename=not args.name)
-            spec = smoke.spec
-            spec._template = template
+        spec, smoke = _load_spec(args)
     except (SpecError, ValueError) as err:
         return _fail(str(err))
 
@@ -163,31 +147,14 @@ def _main(argv: list[str] | None, held: list) -> int:
             "also works with a remote MLFLOW_TRACKING_URI)"
         )
 
-    from tuner.lock import ExperimentLock, ExperimentLocked
-    from tuner.results import ResultsStore, filesystem
+    from tuner.lock import ExperimentLocked
+    from tuner.results import filesystem
 
-    store = ResultsStore(args.results, spec.experiment)
     local_results = "://" not in str(args.results)
-    lock = ExperimentLock(store.fs, store.dir)
-    try:  # early, so that a second run of a running experiment stops before any work
-        lock.check(spec.experiment)
-    except ExperimentLocked as err:
+    try:
+        store, lock, spec = _open_results(args, spec)
+    except _Refused as err:
         return _fail(str(err))
-    if store.has_results() and not args.resume:
-        return _fail(
-            f"experiment {spec.experiment!r} already has results in {store.dir}; "
-            "use --resume to continue it or --name NEW_NAME for a new experiment"
-        )
-    if args.resume and not store.has_results():
-        return _fail(f"--resume: no experiment {spec.experiment!r} under {args.results} to resume")
-    if args.resume:
-        try:
-            saved = saved_spec(store)
-        except (SpecError, ValueError, OSError) as err:
-            return _fail(f"saved spec of {spec.experiment!r}: {err}")
-        if saved.model_dump() != spec.model_dump():
-            print("note: --resume continues with the spec saved with the results", flush=True)
-        spec = saved
 
     from tuner.preflight import check_weights, resource_shortfall
 
@@ -213,45 +180,17 @@ def _main(argv: list[str] | None, held: list) -> int:
         except (FileNotFoundError, ValueError) as err:
             return _fail(f"dataset: {err}")
 
-    from tuner import search
-    from tuner.cluster import StorageError, check_storage
+    from tuner import tune
     from tuner.spec import referenced
 
     try:
-        resources = search.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        return _fail(f"cannot start or reach Ray ({args.address or 'local'}): {err}")
-    packing = search.plan_packing(
-        spec,
-        laptop=args.laptop is not None,
-        cpus=int(resources.get("CPU", os.cpu_count() or 1)),
-        gpus=search.visible_gpus(resources),
-        per_gpu=args.laptop or _measured_per_gpu(spec, search.visible_gpus(resources)),
-        cluster=bool(args.address),
-    )
-    short = resource_shortfall(packing.cpu, packing.gpu, {"GPU": 0.0, **resources})
-    if short and not args.address:
-        search.shutdown_ray()
-        return _fail(short)
-    try:
-        check_storage(args.results, args.address, shared=args.shared_storage)
-    except StorageError as err:
-        search.shutdown_ray()
+        resources, packing, short = _start_ray(args, spec)
+    except _Refused as err:
         return _fail(str(err))
-    if args.address:
-        skew = search.code_skew_on_nodes()
-        problem = (
-            "version skew on node(s) " + "\n  ".join(skew.values())
-            if skew
-            else _data_missing_on_nodes(spec, search)
-        )
-        if problem:
-            search.shutdown_ray()
-            return _fail(problem)
     try:  # one driver per experiment folder, from here to the end
         taken_over = lock.acquire(spec.experiment)
     except ExperimentLocked as err:
-        search.shutdown_ray()
+        tune.shutdown_ray()
         return _fail(str(err))
     held.append(lock)
     if taken_over:
@@ -279,17 +218,17 @@ def _main(argv: list[str] | None, held: list) -> int:
         )
     if smoke is not None:
         print("smoke run, reduced from the spec:\n  " + "\n  ".join(smoke.reductions), flush=True)
-    if args.resume and not search.can_resume(args.results, spec.experiment):
-        search.shutdown_ray()
+    if args.resume and not tune.can_resume(args.results, spec.experiment):
+        tune.shutdown_ray()
         return _fail(f"--resume: no Ray state for {spec.experiment!r} under {store.dir}")
-    from tuner.budget import Budget, coverage
+    from tuner.budget import Budget
 
     if args.resume and args.time_budget:
         spec.search.time_budget = args.time_budget
     budget = Budget(spec.search.time_budget_s) if spec.search.time_budget_s else None
     t0 = time.time()
     try:
-        search.run_search(
+        tune.run_search(
             spec,
             results_root=args.results,
             packing=packing,
@@ -300,16 +239,146 @@ def _main(argv: list[str] | None, held: list) -> int:
             budget=budget,
         )
     finally:
-        search.shutdown_ray()
+        tune.shutdown_ray()
     print(f"\nsearch finished in {time.time() - t0:.0f} s", flush=True)
-    trials = _print_ranking(store.uri, spec, args.top)
-    _export_study(store.uri, spec)
+    return _summarize(store.uri, spec, args.top, budget, smoke, local_results)
+
+
+def _load_spec(args: argparse.Namespace):
+    """The validated spec of the command line (``--set``, ``--name``, ``--time-budget``
+    applied), reduced by ``--smoke``; returns ``(spec, smoke)`` (``smoke``: ``None``).
+
+    The spec keeps its template: the ``${VAR}`` references that ``spec.yaml`` records
+    (see :mod:`tuner.spec`).
+    """
+    from tuner.spec import anchor_paths, check_name, expand, load_raw, validate
+
+    if args.name:
+        check_name(args.name)
+    budget_set = [f"search.time_budget={args.time_budget}"] if args.time_budget else []
+    template = load_raw(args.spec, [*args.overrides, *budget_set], expand_vars=False)
+    raw = anchor_paths(expand(template), os.getcwd())
+    if args.name:
+        raw["experiment"] = args.name
+    spec = validate(raw)
+    spec._template = template
+    smoke = None
+    if args.smoke:
+        from tuner.smoke import smoke_spec
+
+        smoke = smoke_spec(spec, gpu=_smoke_on_gpu(args, spec), rename=not args.name)
+        spec = smoke.spec
+        spec._template = template
+    return spec, smoke
+
+
+def _summarize(exp_dir: str, spec: Spec, top: int, budget, smoke, local_results: bool) -> int:
+    """After the search: the ranking, the Optuna study, the budget's coverage, the failed
+    trials and the smoke report; returns the exit status."""
+    from tuner.budget import coverage
+
+    trials = _print_ranking(exp_dir, spec, top)
+    _export_study(exp_dir, spec)
     if budget is not None and budget.spent():
         print(f"\n{coverage(spec, trials, budget)}", flush=True)
     status = _failures(trials)
     if smoke is not None and status == 0:
-        status = _smoke_report(store.uri, local_results)
+        status = _smoke_report(exp_dir, local_results)
     return status
+
+
+class _Refused(Exception):
+    """A check before the search failed; the message says why (exit status 2)."""
+
+
+def _open_results(args: argparse.Namespace, spec: Spec):
+    """The experiment folder: its store and lock; on ``--resume``, the spec saved there.
+
+    Returns ``(store, lock, spec)``. The lock is only checked here (taken once Ray is up), so
+    that a second run of a running experiment stops before any work.
+
+    Raises:
+        _Refused: The folder is locked by a live driver, already holds results (without
+            ``--resume``), holds none to resume, or its saved spec does not load.
+    """
+    from tuner.lock import ExperimentLock, ExperimentLocked
+    from tuner.results import ResultsStore
+    from tuner.spec import SpecError
+
+    store = ResultsStore(args.results, spec.experiment)
+    lock = ExperimentLock(store.fs, store.dir)
+    try:
+        lock.check(spec.experiment)
+    except ExperimentLocked as err:
+        raise _Refused(str(err)) from None
+    if store.has_results() and not args.resume:
+        raise _Refused(
+            f"experiment {spec.experiment!r} already has results in {store.dir}; "
+            "use --resume to continue it or --name NEW_NAME for a new experiment"
+        )
+    if args.resume and not store.has_results():
+        raise _Refused(
+            f"--resume: no experiment {spec.experiment!r} under {args.results} to resume"
+        )
+    if args.resume:
+        try:
+            saved = saved_spec(store)
+        except (SpecError, ValueError, OSError) as err:
+            raise _Refused(f"saved spec of {spec.experiment!r}: {err}") from None
+        if saved.model_dump() != spec.model_dump():
+            print("note: --resume continues with the spec saved with the results", flush=True)
+        spec = saved
+    return store, lock, spec
+
+
+def _start_ray(args: argparse.Namespace, spec: Spec):
+    """Start or join Ray, pack the trials and check what the search needs of the cluster.
+
+    Returns:
+        ``(resources, packing, shortfall)``: Ray's resources, the
+        :class:`~tuner.packing.Packing`, and what one trial lacks on a cluster that has yet
+        to grow (``None``: it fits).
+
+    Raises:
+        _Refused: Ray could not start, a trial can never fit this machine, the results
+            storage is not shared, or a node runs other code or lacks the dataset (Ray is
+            shut down again).
+    """
+    from tuner import tune
+    from tuner.cluster import StorageError, check_storage
+    from tuner.packing import plan_packing
+    from tuner.preflight import resource_shortfall
+
+    try:
+        resources = tune.init_ray(args.address, num_cpus=args.num_cpus, num_gpus=args.num_gpus)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise _Refused(f"cannot start or reach Ray ({args.address or 'local'}): {err}") from None
+    packing = plan_packing(
+        spec,
+        laptop=args.laptop is not None,
+        cpus=int(resources.get("CPU", os.cpu_count() or 1)),
+        gpus=tune.visible_gpus(resources),
+        per_gpu=args.laptop or _measured_per_gpu(spec, tune.visible_gpus(resources)),
+        cluster=bool(args.address),
+    )
+    short = resource_shortfall(packing.cpu, packing.gpu, {"GPU": 0.0, **resources})
+    problem = short if short and not args.address else None
+    if problem is None:
+        try:
+            check_storage(args.results, args.address, shared=args.shared_storage)
+        except StorageError as err:
+            problem = str(err)
+    if problem is None and args.address:
+        skew = tune.code_skew_on_nodes()
+        problem = (
+            "version skew on node(s) " + "\n  ".join(skew.values())
+            if skew
+            else _data_missing_on_nodes(spec)
+        )
+    if problem:
+        tune.shutdown_ray()
+        raise _Refused(problem)
+    return resources, packing, short
 
 
 def _export_study(exp_dir: str, spec: Spec) -> None:
@@ -340,10 +409,12 @@ def _smoke_on_gpu(args: argparse.Namespace, spec: Spec) -> bool:
 
 def _failures(trials) -> int:
     """Name the failed trials; exit status 1 when every trial failed or none was recorded."""
+    from tuner.results import ERROR
+
     if trials.empty:
         print("error: the search recorded no trial", file=sys.stderr)
         return 1
-    failed = trials[trials["status"] == "error"].sort_values("end_time", kind="stable")
+    failed = trials[trials["status"] == ERROR].sort_values("end_time", kind="stable")
     if failed.empty:
         return 0
     rows = failed.to_dict("records")
@@ -389,15 +460,17 @@ def _smoke_report(exp_dir: str, local: bool) -> int:
     return 0
 
 
-def _data_missing_on_nodes(spec: Spec, search) -> str | None:
+def _data_missing_on_nodes(spec: Spec) -> str | None:
     """On a cluster, every node must see the dataset folders (synthetic ones are generated)."""
+    from tuner.tune import missing_on_nodes
+
     datasets = [("dataset.root", spec.dataset)]
     if spec.pretrain is not None:
         datasets.append(("pretrain.dataset.root", spec.pretrain.dataset))
     for key, data in datasets:
         if data is None or data.preset == "synthetic":
             continue
-        missing = search.missing_on_nodes(data.root)
+        missing = missing_on_nodes(data.root)
         if missing:
             nodes = ", ".join(f"{ip} (node {node_id[:8]})" for node_id, ip in missing.items())
             return (
@@ -462,7 +535,7 @@ def _describe_search(spec: Spec) -> str:
 
 def _print_ranking(exp_dir: str, spec: Spec, top: int):
     """Print the status counts and the top ranking; returns the trials table."""
-    from tuner.results import format_ranking, load, rank
+    from tuner.results import COMPLETED, format_ranking, load, rank
 
     trials, epochs = load(exp_dir, on_corrupt="warn")
     status = trials["status"].value_counts().to_dict() if len(trials) else {}
@@ -474,7 +547,7 @@ def _print_ranking(exp_dir: str, spec: Spec, top: int):
     by = "test_acc"
     print(f"\ntop {top} by {by} (test split, best-validation checkpoint):")
     print(format_ranking(rank(trials, by=by, top=top), by))
-    if (trials["status"] != "completed").any():
+    if (trials["status"] != COMPLETED).any():
         print("(early-stopped and failed trials have no test figures; --by best_val_acc ranks all)")
     print(f"\nresults: {exp_dir}/trials  ({len(trials)} rows)")
     print(f"         {exp_dir}/epochs  ({len(epochs)} rows)")

@@ -25,9 +25,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
 
-from trainables.config import DataConfig, TrialConfig
+from trainables.augment_presets import AUGMENTATIONS
+from trainables.config import (
+    NO_WEIGHTS,
+    SCRATCH,
+    DataConfig,
+    Strict,
+    TrialConfig,
+    has_weights,
+)
 from trainables.extras import installed, missing_message
 from trainables.timm_models import check_name as check_timm_name
 from trainables.timm_models import is_timm
@@ -39,8 +56,16 @@ RANGE_KINDS = ("uniform", "loguniform", "int", "logint")
 #: TrialConfig fields a spec may not set per trial (they come from the resources or the CLI).
 NOT_PARAMS = ("data", "num_threads", "num_workers", "max_batches")
 PARAM_NAMES = tuple(n for n in TrialConfig.model_fields if n not in NOT_PARAMS)
+#: The design's factors: the choices a search compares (the report's tables are cut by
+#: them). Factors and other hyperparameters are parsed alike and may be written in either
+#: section of a spec; a parameter named here is a factor wherever it is written.
 FACTOR_NAMES = ("model", "transfer", "weights", "augmentation", "head")
-AUGMENTATIONS = typing.get_args(TrialConfig.model_fields["augmentation"].annotation)
+#: The validation metrics every epoch reports, one of which Optuna and ASHA optimise
+#: (``search.metric``; never a test metric).
+SearchMetric = Literal["val_acc", "val_f1", "val_kappa", "val_loss"]
+#: The trainables a spec can name (``trainable:``): modules ``trainables.<name>`` with a
+#: ``run_trial`` function.
+Trainable = Literal["classify", "toy"]
 #: Common names for parameters, offered when a spec uses them.
 SYNONYMS = {
     "learning_rate": "lr", "learningrate": "lr", "batch": "batch_size", "bs": "batch_size",
@@ -324,18 +349,14 @@ class Param(BaseModel):
         return all(config.get(k) in v for k, v in self.when.items())
 
 
-def _field_type(name: str) -> type:
-    """Python type of a TrialConfig field (``str`` for Literals, unwraps Optional)."""
+def field_type(name: str) -> type:
+    """Python type of a TrialConfig field (``str`` for Literals, unwraps Optional): the
+    value type of a parameter, and of its typed Parquet column."""
     ann = TrialConfig.model_fields[name].annotation
     if typing.get_origin(ann) is Literal:
         return str
     args = [a for a in typing.get_args(ann) if a is not type(None)]
     return args[0] if args else ann
-
-
-def param_type(name: str) -> type:
-    """The value type of a parameter: used for the typed Parquet columns."""
-    return _field_type(name)
 
 
 def _parse_param(path: str, name: str, raw: Any) -> Param:
@@ -394,10 +415,10 @@ def _parse_param(path: str, name: str, raw: Any) -> Param:
             )
         if kind in ("int", "logint"):
             low, high = int(low), int(high)
-            if _field_type(name) is not int:
+            if field_type(name) is not int:
                 raise SpecError(f"{path}.{kind}: {name} is not an integer parameter")
-        elif _field_type(name) not in (float, int):
-            raise SpecError(f"{path}.{kind}: {name} takes {_field_type(name).__name__} values")
+        elif field_type(name) not in (float, int):
+            raise SpecError(f"{path}.{kind}: {name} takes {field_type(name).__name__} values")
         return Param(name=name, kind=kind, values=(low, high), when=when)
     if isinstance(raw, list):
         if not raw:
@@ -407,28 +428,48 @@ def _parse_param(path: str, name: str, raw: Any) -> Param:
 
 
 # -------------------------------------------------------------------------------- sections
-class Strict(BaseModel):
-    """Base model: unknown keys are errors."""
+#: The trial settings a pretraining stage takes: trial-config fields, with the stage's own
+#: default where it differs from a trial's (``None``: the trial's default).
+PRETRAIN_SETTINGS = {
+    "epochs": 5,
+    "lr": None,
+    "batch_size": None,
+    "optimizer": None,
+    "augmentation": "aerial",
+    "head": None,
+    "seed": None,
+}
 
-    model_config = ConfigDict(extra="forbid")
+
+def _trial_field(name: str, default: Any) -> tuple[Any, FieldInfo]:
+    field = TrialConfig.model_fields[name]
+    if default is not None:
+        field = FieldInfo.merge_field_infos(field, default=default)
+    return field.annotation, field
 
 
-class PretrainSpec(Strict):
+class _PretrainBase(Strict):
     """A source-domain training stage whose checkpoints become the ``pretrain`` weights.
 
     Each model of the search that is combined with ``weights: pretrain`` is trained once on
     ``dataset`` (from scratch) and reused across runs: the checkpoint is keyed by a hash of
-    this section, the model and the input size.
+    this section, the model and the input size. Its settings are the trial config's fields
+    named in :data:`PRETRAIN_SETTINGS`, validated alike.
     """
 
     dataset: DataConfig
-    epochs: int = Field(5, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, gt=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    augmentation: Literal["none", "paper", "color", "aerial"] = "aerial"
-    head: Literal["linear", "mlp", "svm"] = "linear"
-    seed: int = 0
+
+    def settings(self) -> dict:
+        """The stage's trial-config settings (every field but ``dataset``)."""
+        return {name: getattr(self, name) for name in PRETRAIN_SETTINGS}
+
+
+PretrainSpec = create_model(
+    "PretrainSpec",
+    __base__=_PretrainBase,
+    __module__=__name__,
+    **{name: _trial_field(name, default) for name, default in PRETRAIN_SETTINGS.items()},
+)
 
 
 class SearchSpec(Strict):
@@ -460,7 +501,7 @@ class SearchSpec(Strict):
     num_samples: int = Field(10, gt=0, le=MAX_TRIALS)
     max_concurrent: int | None = Field(None, gt=0)
     seeds: int | list[int] = 1
-    metric: Literal["val_acc", "val_f1", "val_kappa", "val_loss"] = "val_acc"
+    metric: SearchMetric = "val_acc"
     mode: Literal["max", "min"] = "max"
     sampler_seed: int = 0
     max_failures: int = Field(2, ge=0)
@@ -541,11 +582,16 @@ class Spec(Strict):
 
     experiment: str
     description: str = ""
-    trainable: Literal["classify", "toy"] = "classify"
+    trainable: Trainable = "classify"
     dataset: DataConfig | None = None
     pretrain: PretrainSpec | None = None
-    factors: dict[str, Any] = Field(default_factory=dict)
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    factors: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the design's compared choices (FACTOR_NAMES), parsed like hyperparameters",
+    )
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="the other trial-config parameters, fixed or searched"
+    )
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -793,17 +839,13 @@ def _check_search(spec: Spec) -> None:
             )
     weights = _values(spec, "weights")
     transfers = _values(spec, "transfer") or (TrialConfig.model_fields["transfer"].default,)
-    if (
-        weights
-        and all(w in (None, "none") for w in weights)
-        and any(t != "scratch" for t in transfers)
-    ):
+    if weights and not any(map(has_weights, weights)) and any(t != SCRATCH for t in transfers):
         raise SpecError(
             "factors.weights: transfer 'frozen' / 'finetune' need pretrained weights "
             "('imagenet', 'pretrain' or a checkpoint), but weights is only 'none'; to train "
             "from scratch only, also set factors.transfer=scratch"
         )
-    if not weights and any(t != "scratch" for t in transfers) and spec.trainable == "classify":
+    if not weights and any(t != SCRATCH for t in transfers) and spec.trainable == "classify":
         raise SpecError(
             "factors.weights: transfer 'frozen' / 'finetune' need a weights factor "
             "('imagenet', 'pretrain' or a checkpoint path)"
@@ -900,11 +942,22 @@ def load(path: str | Path, overrides: list[str] = (), *, check_data: bool = True
 
 
 # ------------------------------------------------------------------------------ expansion
+def flat_params(config: dict) -> dict:
+    """Trial parameters from a Tune config (grid cells arrive nested under ``cell``)."""
+    out = dict(config.get("cell") or {})
+    out.update({k: v for k, v in config.items() if k != "cell"})
+    return out
+
+
 def normalize_cell(config: dict) -> dict:
-    """Make transfer and weights consistent: ``weights: none`` is ``transfer: scratch``."""
+    """Make transfer and weights consistent: ``weights: none`` is ``transfer: scratch``.
+
+    The weights <-> transfer rule is :func:`trainables.config.transfer_problem`; here a
+    cell that breaks it because of a factor crossing is folded into the ``scratch`` cell.
+    """
     out = dict(config)
-    if out.get("transfer") == "scratch" or ("weights" in out and out["weights"] in ("none", None)):
-        out["transfer"], out["weights"] = "scratch", "none"
+    if out.get("transfer") == SCRATCH or ("weights" in out and not has_weights(out["weights"])):
+        out["transfer"], out["weights"] = SCRATCH, NO_WEIGHTS
     return out
 
 
@@ -975,12 +1028,12 @@ class OptunaSpace:
         for p in self.params:
             if not p.applies(config):
                 continue
-            if p.name == "weights" and config.get("transfer") == "scratch":
-                constants["weights"] = config["weights"] = "none"
+            if p.name == "weights" and config.get("transfer") == SCRATCH:  # normalize_cell's fold
+                constants["weights"] = config["weights"] = NO_WEIGHTS
                 continue
             values = p.values
             if p.name == "weights" and p.kind == "choice":
-                values = tuple(v for v in values if v not in ("none", None)) or values
+                values = tuple(v for v in values if has_weights(v)) or values
             if p.kind == "fixed" or (p.kind == "choice" and len(values) == 1):
                 constants[p.name] = config[p.name] = values[0]
             elif p.kind == "choice":
@@ -996,10 +1049,3 @@ class OptunaSpace:
         if "seed" not in config:
             constants["seed"] = self.seed
         return constants
-
-
-def format_value(v: Any) -> str:
-    """Short display form of a parameter value."""
-    if isinstance(v, float):
-        return f"{v:.3g}" if (v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4)) else f"{v:g}"
-    return str(v)

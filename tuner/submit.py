@@ -168,9 +168,9 @@ def _fail(message: str, code: int = 2) -> int:
 
 def make_client(address: str):
     """A ``JobSubmissionClient`` for ``address`` (imported here: tests replace it)."""
-    from ray.job_submission import JobSubmissionClient
+    from tuner.tune import job_client
 
-    return JobSubmissionClient(address)
+    return job_client(address)
 
 
 def entrypoint(args: argparse.Namespace, spec_rel: str) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from trainables import numbers
+
 NA = "n/a"
 
 
@@ -104,14 +106,8 @@ def signed(value: Any, digits: int = 2) -> str:
 
 
 def si(value: Any) -> str:
-    """Paper 2's style: ``2.2508M``, ``2.3818G``, ``98.71k``."""
-    if missing(value):
-        return NA
-    value = float(value)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= div:
-            return f"{value / div:.4g}{unit}"
-    return f"{value:.0f}"
+    """Paper 2's style: ``2.2508M``, ``2.3818G``, ``98.71k`` (:func:`trainables.numbers.si`)."""
+    return numbers.si(value, na=NA)
 
 
 def seconds(mean: Any, std: Any = None) -> str:
@@ -123,11 +119,7 @@ def seconds(mean: Any, std: Any = None) -> str:
 
 def plain(value: Any) -> str:
     """Any cell: ``n/a`` when missing, ints without decimals, floats to 4 significant."""
-    if missing(value):
-        return NA
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
-    return str(value)
+    return numbers.number(value, na=NA)
 
 
 # ----------------------------------------------------------------------------------- HTML

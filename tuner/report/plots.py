@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from trainables.numbers import si
 from tuner.report.tables import config_labels, pareto_front
 
 DPI = 110
@@ -35,13 +36,6 @@ def to_png(fig: Figure) -> bytes:
 
 def _colors(names: Sequence[str]) -> dict[str, str]:
     return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(set(names)))}
-
-
-def _si(value: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= div:
-            return f"{value / div:.3g}{unit}"
-    return f"{value:.3g}"
 
 
 def pareto_png(trials: pd.DataFrame) -> bytes:
@@ -110,7 +104,7 @@ def pareto_png(trials: pd.DataFrame) -> bytes:
                 fontsize=8,
             )
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(lambda v, _pos: _si(v))
+    ax.xaxis.set_major_formatter(lambda v, _pos: si(v, 3))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("MACs per image (log scale)")
     ax.set_ylabel(

@@ -29,21 +29,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.augment import AUGMENTATIONS
+from trainables.augment_presets import AUGMENTATIONS
 from trainables.config import TrialConfig
-from tuner.results import TRIAL_STATUSES, config_columns
-from tuner.spec import FACTOR_NAMES, Param, format_value
+from trainables.numbers import param_value
+from tuner.results import COMPLETED, TEST_METRICS, TRIAL_STATUSES, config_columns
+from tuner.spec import FACTOR_NAMES, Param
 
-TEST_METRICS = ("test_acc", "test_f1", "test_kappa")
-STATUSES = (*TRIAL_STATUSES, "running")
-#: The spec's ``search.metric`` -> the trials-table column that holds it. The trials table
-#: has no best validation loss, so ``val_loss`` searches are summarised by accuracy.
-VAL_COLUMN = {
-    "val_acc": "best_val_acc",
-    "val_f1": "best_val_f1",
-    "val_kappa": "best_val_kappa",
-    "val_loss": "best_val_acc",
-}
+#: Statuses a report counts: a trial's final status, or ``running`` (epoch rows only).
+RUNNING = "running"
+STATUSES = (*TRIAL_STATUSES, RUNNING)
 #: The hyperparameters of paper 1's Table 4, always shown first.
 PAPER_HYPERPARAMETERS = ("lr", "epochs", "batch_size")
 #: Best-cell direction of the architecture table's columns.
@@ -71,7 +65,7 @@ def _finished(trials: pd.DataFrame) -> pd.DataFrame:
     """Rows that have a trial row (not the placeholder rows of running trials)."""
     if "status" not in trials.columns:
         return trials
-    return trials[trials["status"] != "running"]
+    return trials[trials["status"] != RUNNING]
 
 
 def value_text(value: Any) -> str:
@@ -80,7 +74,7 @@ def value_text(value: Any) -> str:
         return "—"
     if isinstance(value, np.generic):
         value = value.item()
-    return format_value(value)
+    return param_value(value)
 
 
 def config_labels(trials: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
@@ -252,7 +246,7 @@ def architecture_table(
         row: dict[str, Any] = {
             by: name,
             "trials": len(group),
-            "completed": int((group["status"] == "completed").sum()),
+            "completed": int((group["status"] == COMPLETED).sum()),
             "params": _mean(group["params"].astype(float)),
             "macs": _mean(group["macs"].astype(float)),
         }
@@ -497,7 +491,7 @@ def importances(
     """
     import optuna
 
-    done = trials[(trials["status"] == "completed") & trials[metric].notna()]
+    done = trials[(trials["status"] == COMPLETED) & trials[metric].notna()]
     if len(done) < 2:
         raise NotEnoughData(
             f"parameter importance needs at least 2 completed trials with {metric}, "
