@@ -29,6 +29,14 @@ from trainables.config import DataConfig, SplitConfig, TrialConfig
 from trainables.cpushare import CpuShare
 from trainables.data.dataset import PreparedData, batched, prepare
 from trainables.data.presets import PRESETS
+from trainables.features import (
+    FeatureStore,
+    FrozenFeatures,
+    head_threads,
+    load_trained_state,
+    trained_state,
+    weights_identity,
+)
 from trainables.metrics import detailed, summarize
 from trainables.models import Classifier, count_macs, count_parameters, create_model, loss_function
 
@@ -111,8 +119,8 @@ class Batches:
         for n, batch in enumerate(source):
             if limit is not None and n >= limit:
                 break
-            if self.before_batch is not None:
-                self.before_batch()
+            if self.before_batch is not None and self.features is None:
+                self.before_batch()  # backbone passes only: a head fit runs on one thread
             yield batch
 
 
@@ -133,9 +141,11 @@ class Trial:
             cfg: The configuration.
             data: Prepared data (default: prepared from ``cfg.data``).
             log: Where per-epoch lines go.
-            backbone_once: Run a frozen backbone once per trial and train the head on the
-                stored features (default: whenever ``frozen`` meets augmentation ``none``;
-                ``False`` forces a forward pass every epoch, for benchmarks and tests).
+            backbone_once: Train a frozen trial's head on backbone features computed once
+                (:mod:`trainables.features`: per split, and per view of the training split
+                with augmentation; default: every ``frozen`` trial unless augmentation
+                meets ``feature_views: 0``; ``False`` forces a forward pass every epoch,
+                for benchmarks and tests).
             cpu_share: Widen this trial's threads to the node's idle CPUs before every
                 batch (see :mod:`trainables.cpushare`; CPU trials of a search).
         """
@@ -172,8 +182,9 @@ class Trial:
         self.history: list[dict] = []
         self.best: dict = {"epoch": 0, "val_acc": -1.0, "val_loss": float("inf")}
         self.best_state: dict | None = None
-        auto = cfg.transfer == "frozen" and cfg.augmentation == "none"
+        auto = cfg.transfer == "frozen" and (cfg.augmentation == "none" or cfg.feature_views != 0)
         self.backbone_once = auto if backbone_once is None else backbone_once and auto
+        self.features: FrozenFeatures | None = None
         self.splits = self._splits()
 
     # ----------------------------------------------------------------------------- set-up
@@ -213,23 +224,49 @@ class Trial:
             }
             out[split] = Batches(args, None, self.cpu_share and self.cpu_share.update)
         if self.backbone_once:
-            for batches in out.values():
-                batches.features = self._features(batches)
+            self.features = self._frozen_features()
+            for split in ("val", "test"):
+                out[split].features = self.features.split(split)
+            if not self.features.augmented:  # augmented views are fetched epoch by epoch
+                out["train"].features = self.features.split("train")
         return out
 
-    @torch.no_grad()
-    def _features(self, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the frozen backbone once over a split (deterministic: no augmentation).
+    def _frozen_features(self) -> FrozenFeatures:
+        """The trial's frozen features, shared through the store unless ``feature_store`` is off.
 
-        With ``max_batches`` (a smoke run) only that many batches of the split are run.
+        With ``max_batches`` (a smoke run) only the first ``max_batches`` batches of each
+        split are encoded.
         """
+        cfg = self.cfg
+        mean, std = self.model.normalization
+        dtype = "bf16" if self.bf16 else "fp32"
+        limit = cfg.max_batches * cfg.batch_size if cfg.max_batches else None
+        return FrozenFeatures(
+            self._encode,
+            self.data,
+            {
+                "model": cfg.model,
+                "weights": weights_identity(cfg.weights),
+                "image_size": cfg.data.image_size,
+                "preprocessing": f"mean={list(mean)} std={list(std)} {self.device.type} {dtype} "
+                f"torch {torch.__version__}",
+            },
+            augmentation=cfg.augmentation,
+            seed=cfg.seed,
+            views=cfg.epochs if cfg.feature_views is None else cfg.feature_views,
+            epochs=cfg.epochs,
+            limits=dict.fromkeys(("train", "val", "test"), limit),
+            store=FeatureStore.under(cfg.data.cache_dir) if cfg.feature_store else None,
+            device=self.device,
+        )
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone on a uint8 batch (for :class:`FrozenFeatures`)."""
+        if self.cpu_share is not None:
+            self.cpu_share.update()
         self.model.eval()
-        feats, labels = [], []
-        for x, y in batches.iterate(None, self.cfg.max_batches):
-            with self._autocast():
-                feats.append(self.model.backbone(self._input(x)).float())
-            labels.append(y.to(self.device))
-        return torch.cat(feats), torch.cat(labels)
+        with self._autocast():
+            return self.model.backbone(self._input(x)).float()
 
     # ------------------------------------------------------------------------- the loop
     def _autocast(self):
@@ -262,21 +299,29 @@ class Trial:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, self.epoch))
         torch.manual_seed(_epoch_seed(cfg.seed + 1, self.epoch))
-        self.model.train()
-        total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
-        for x, y in self.splits["train"].iterate(gen, cfg.max_batches):
-            y = y.to(self.device)
-            with self._autocast():
-                out = self._forward(x)
-                loss = self.loss_fn(out.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total_loss += loss.item() * len(y)
-            correct += (out.argmax(1) == y).sum().item()
-            seen += len(y)
-        train_time = time.perf_counter() - start
+        if self.features is not None:
+            self.splits["train"].features = self.features.train_view(self.epoch)
+        self.model.train()
+        # summed on the device: no host sync per step
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
+        train_start = time.perf_counter()
+        with head_threads(self.features is not None, self.device):
+            for x, y in self.splits["train"].iterate(gen, cfg.max_batches):
+                y = y.to(self.device)
+                with self._autocast():
+                    out = self._forward(x)
+                    loss = self.loss_fn(out.float(), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total_loss += loss.detach() * len(y)
+                correct += (out.argmax(1) == y).sum()
+                seen += len(y)
+            total_loss, correct = total_loss.item(), correct.item()
+        train_time = time.perf_counter() - train_start
         lr = self.optimizer.param_groups[-1]["lr"]
         self.scheduler.step()
         self.epoch += 1
@@ -293,6 +338,7 @@ class Trial:
             "epoch_time_s": time.perf_counter() - start,
             "images_per_s": seen / max(train_time, 1e-9),
             "threads": torch.get_num_threads(),
+            "feature_time_s": self.features.take_pass_s() if self.features else None,
         }
 
     @torch.no_grad()
@@ -300,13 +346,14 @@ class Trial:
         """Loss and metrics of the current weights on ``split``."""
         self.model.eval()
         preds, targets, total_loss = [], [], 0.0
-        for x, y in self.splits[split].iterate(None, self.cfg.max_batches):
-            y = y.to(self.device)
-            with self._autocast():
-                out = self._forward(x).float()
-            total_loss += self.loss_fn(out, y).item() * len(y)
-            preds.append(out.argmax(1).cpu())
-            targets.append(y.cpu())
+        with head_threads(self.features is not None, self.device):
+            for x, y in self.splits[split].iterate(None, self.cfg.max_batches):
+                y = y.to(self.device)
+                with self._autocast():
+                    out = self._forward(x).float()
+                total_loss += self.loss_fn(out, y).item() * len(y)
+                preds.append(out.argmax(1).cpu())
+                targets.append(y.cpu())
         p = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
         t = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
         metrics = (detailed if full else summarize)(p, t, self.num_classes)
@@ -329,7 +376,7 @@ class Trial:
         directory.mkdir(parents=True, exist_ok=True)
         state = {
             **self._meta(),
-            "model": self.model.state_dict(),
+            **trained_state(self.model, self.cfg.weights),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
@@ -348,7 +395,7 @@ class Trial:
     def restore(self, directory: Path) -> None:
         """Continue from a directory written by :meth:`save`."""
         state = torch.load(directory / CHECKPOINT, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
+        load_trained_state(self.model, self.cfg.weights, state, directory / CHECKPOINT)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.history, self.best = state["epoch"], state["history"], state["best"]

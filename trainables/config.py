@@ -202,6 +202,19 @@ class TrialConfig(Strict):
         description="arithmetic of forward passes: bf16 autocast (weights and optimiser stay "
         "fp32) or fp32; auto: bf16 on a GPU and on a CPU with AMX-BF16 units, else fp32",
     )
+    # --- shared frozen features (trainables.features) ---
+    feature_store: bool = Field(
+        True,
+        description="frozen trials read backbone features from the store under the cache dir, "
+        "computed once per search (false: every trial computes its own)",
+    )
+    feature_views: int | None = Field(
+        None,
+        ge=0,
+        description="frozen + augmentation: augmented views of the training split encoded "
+        "once and replayed, epoch e on view e mod V (default: epochs; 0: augment and run the "
+        "backbone every epoch)",
+    )
 
     @model_validator(mode="after")
     def _weights_match_transfer(self) -> TrialConfig:

@@ -119,6 +119,7 @@ EPOCH_SCHEMA = pa.schema(
         pa.field("epoch_time_s", pa.float64()),
         pa.field("images_per_s", pa.float64()),
         pa.field("threads", pa.int64()),  # PyTorch threads at the end of the training pass
+        pa.field("feature_time_s", pa.float64()),  # trainables.features: 0.0 = reused
         pa.field("best_epoch", pa.int64()),
         pa.field("best_val_acc", pa.float64()),
         pa.field("node", pa.string()),

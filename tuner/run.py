@@ -56,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--laptop",
         nargs="?",
         type=int,
-        const=4,
+        const=0,
         default=None,
         metavar="TRIALS_PER_GPU",
-        help="local Ray on this machine, packing trials per GPU (default 4) or splitting cores",
+        help="local Ray on this machine, packing trials per GPU (default: as many as a memory "
+        "probe finds fit, tuner.gpu_memory) or splitting cores",
     )
     mode.add_argument("--address", help="existing Ray cluster: 'auto' or ray://HOST:10001")
     p.add_argument(
@@ -370,7 +371,7 @@ def _start_ray(args: argparse.Namespace, spec: Spec):
         laptop=args.laptop is not None,
         cpus=int(resources.get("CPU", os.cpu_count() or 1)),
         gpus=tune.visible_gpus(resources),
-        per_gpu=args.laptop or 4,
+        per_gpu=args.laptop or _measured_per_gpu(spec, tune.visible_gpus(resources)),
         cluster=bool(args.address),
     )
     short = resource_shortfall(packing.cpu, packing.gpu, {"GPU": 0.0, **resources})
@@ -566,6 +567,21 @@ def _print_ranking(exp_dir: str, spec: Spec, top: int):
     print(f"rank again: python -m tuner.rank {exp_dir} --by test_acc --group model,transfer")
     print(f"report:     python -m tuner.report {exp_dir}")
     return trials
+
+
+def _measured_per_gpu(spec, gpus: float) -> int:
+    """``--laptop`` without a count: trials per GPU from a memory probe (4 without one)."""
+    import torch
+
+    if not gpus or spec.trainable != "classify" or spec.dataset is None:
+        return 4
+    if 0 < spec.resources.gpu < 1 or not torch.cuda.is_available():
+        return 4  # the spec's fraction is used / logical GPUs (--num-gpus) cannot be probed
+    from tuner.gpu_memory import CudaMemory, plan_per_gpu, probe_configs
+
+    per_gpu, note = plan_per_gpu(probe_configs(spec), CudaMemory())
+    print(note, flush=True)
+    return per_gpu
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Modules, by job:
 
 * :mod:`tuner.tune.session`: start a private local Ray or join a cluster; ask every node.
 * :mod:`tuner.tune.trainable`: the function trainable a Ray worker runs for one trial.
-* :mod:`tuner.tune.callbacks`: driver-side callbacks (results tables, exports, live view).
+* :mod:`tuner.tune.callbacks`: driver-side callbacks (results tables, exports, live view,
+  fewer neighbours for a trial out of GPU memory).
 * :mod:`tuner.tune.errors`: a failed trial's message and traceback.
 * :mod:`tuner.tune.schedulers`: ASHA rebuilt on resume; the time budget.
 * :mod:`tuner.tune.scale`: snapshot period, checkpoint pruning and TPE options that keep
@@ -31,7 +32,12 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "auto")
 
 from tuner.tune.assemble import build_tuner, can_resume, rebind, run_search  # noqa: E402
-from tuner.tune.callbacks import Exports, LiveViewCallback, ResultsCallback  # noqa: E402
+from tuner.tune.callbacks import (  # noqa: E402
+    Exports,
+    FewerNeighbours,
+    LiveViewCallback,
+    ResultsCallback,
+)
 from tuner.tune.errors import error_message, trial_error  # noqa: E402
 from tuner.tune.scale import CheckpointPruner, adaptive_snapshots, tpe_sampler  # noqa: E402
 from tuner.tune.schedulers import BudgetASHA, BudgetFIFO, ResumableASHA, TimeBudget  # noqa: E402
@@ -54,6 +60,7 @@ __all__ = [
     "BudgetFIFO",
     "CheckpointPruner",
     "Exports",
+    "FewerNeighbours",
     "LiveViewCallback",
     "ResultsCallback",
     "ResumableASHA",

@@ -1,9 +1,11 @@
-"""Driver-side Tune callbacks: the results tables, the trackers and exports, the live view.
+"""Driver-side Tune callbacks: the results tables, the trackers and exports, the live view,
+fewer neighbours for a trial out of GPU memory.
 
 :class:`ResultsCallback` writes the Parquet tables (through :class:`~tuner.results.ResultsStore`,
 which owns every row and path) as trials report and end; :class:`Exports` feeds the trackers
 and the Optuna study export from them; :class:`LiveViewCallback` is :class:`tuner.live.LiveView`
-as a Tune callback.
+as a Tune callback; :class:`FewerNeighbours` gives a trial retried after a CUDA
+out-of-memory error a larger GPU share (:mod:`tuner.gpu_memory`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ray
 from ray.tune import Callback
 
 from tuner.budget import Budget
+from tuner.gpu_memory import is_out_of_memory, next_share
 from tuner.live import LiveView, never_ran, status_of
 from tuner.packing import Packing
 from tuner.results import ERROR, ResultsStore, effective_defaults, epoch_row, trial_row, utc
@@ -328,3 +331,26 @@ class LiveViewCallback(LiveView, Callback):
 
     def error_of(self, trial) -> str:
         return trial_error(trial)[0]
+
+
+class FewerNeighbours(Callback):
+    """A trial retried after a CUDA out-of-memory error gets twice the GPU share (fewer
+    neighbours, up to a whole GPU); the retry itself is Tune's (``search.max_failures``).
+
+    ``cpu``: the CPUs of a trial, kept as they are. ``retried`` maps each trial id given a
+    larger share to that share.
+    """
+
+    def __init__(self, cpu: float) -> None:
+        self.cpu = cpu
+        self.retried: dict[str, float] = {}
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        message, text = trial_error(trial)
+        if not is_out_of_memory(f"{message}\n{text or ''}"):
+            return
+        share = trial.placement_group_factory.required_resources.get("GPU", 0.0)
+        new = next_share(share) if share else None
+        if new is not None:
+            trial.update_resources({"CPU": self.cpu, "GPU": new})
+            self.retried[trial.trial_id] = new

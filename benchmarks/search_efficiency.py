@@ -1,0 +1,217 @@
+"""Search efficiency: an exhaustive grid against Optuna TPE + ASHA on frozen features.
+
+The space is lr x batch size x head x augmentation x weight decay (48 cells), frozen
+resnet18 trials whose features come from the store (:mod:`trainables.features`), so a
+trial costs a head fit. Every cell is trained once for ``--epochs`` epochs, recording its
+validation accuracy and wall time per epoch. Trials are deterministic (fixed seed, the
+same stored features and views), so a search that picks a cell gets exactly that curve:
+TPE + ASHA is then run with Optuna (``TPESampler`` with a sampler seed and
+``SuccessiveHalvingPruner``, Optuna's ASHA, reporting ``val_acc`` every epoch) over the
+recorded curves, one trial after another, instead of training the cells again.
+
+Target: within ``--tolerance`` (0.5 points) of the grid's best validation accuracy. The
+grid's cost is the epochs it spends, cells in a random order, until its first epoch at the
+target; TPE + ASHA's the epochs its trials ran (pruned ones included) until the same. Both
+are averaged over the sampler seeds (the grid's over as many random orders) and printed
+with the wall time of those epochs and ``epochs ratio: N.NN`` (TPE + ASHA over grid;
+target <= 1/3). A search that does not reach the target within the grid's total epochs
+counts that total.
+
+    python benchmarks/search_efficiency.py --weights /tmp/acc/source-resnet18.pt
+    python benchmarks/search_efficiency.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainables.classify import Trial
+from trainables.config import DataConfig, TrialConfig
+from trainables.data.dataset import prepare
+from trainables.models import create_model
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "NWPU-RESISC12"
+GRID = {
+    "lr": (3e-4, 1e-3, 3e-3),
+    "batch_size": (32, 128),
+    "head": ("linear", "mlp"),
+    "augmentation": ("none", "aerial"),
+    "weight_decay": (0.0, 1e-3),
+}
+
+
+@dataclass
+class Curve:
+    """One cell's validation accuracy and wall seconds per epoch."""
+
+    cell: dict
+    val_acc: list[float]
+    seconds: list[float]
+
+
+def cells(grid: dict[str, tuple] = GRID) -> list[dict]:
+    """Every combination of the grid."""
+    return [dict(zip(grid, v, strict=True)) for v in itertools.product(*grid.values())]
+
+
+def train_curves(cells_: list[dict], base: dict, data: DataConfig, threads: int) -> list[Curve]:
+    """Train every cell (features through the store); its per-epoch figures."""
+    curves = []
+    prepared = {}
+    for cell in cells_:
+        aug = cell["augmentation"]
+        prepared.setdefault(aug, prepare(data, aug))
+        start = time.perf_counter()
+        cfg = TrialConfig(data=data, **base, **cell, num_threads=threads)
+        rows: list[dict] = []
+        trial = Trial(cfg, prepared[aug], log=lambda _: None)
+        build = time.perf_counter() - start
+        trial.fit(None, lambda m, d, rows=rows: rows.append(m))
+        seconds = [r["epoch_time_s"] + (r["feature_time_s"] or 0.0) for r in rows]
+        seconds[0] += build
+        curves.append(Curve(cell, [r["val_acc"] for r in rows], seconds))
+    return curves
+
+
+def grid_cost(curves: list[Curve], target: float, order_seed: int) -> tuple[int, float, bool]:
+    """(epochs, seconds, reached) of the grid in a random order until its first epoch at
+    ``target``."""
+    order = list(range(len(curves)))
+    random.Random(order_seed).shuffle(order)
+    epochs, seconds = 0, 0.0
+    for i in order:
+        for acc, sec in zip(curves[i].val_acc, curves[i].seconds, strict=True):
+            epochs, seconds = epochs + 1, seconds + sec
+            if acc >= target:
+                return epochs, seconds, True
+    return epochs, seconds, False
+
+
+def tpe_asha_cost(
+    curves: list[Curve], target: float, seed: int, grace: int, eta: int
+) -> tuple[int, float, bool]:
+    """(epochs, seconds, reached) of Optuna TPE + ASHA over the recorded curves."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    by_cell = {tuple(c.cell.values()): c for c in curves}
+    names = list(curves[0].cell)
+    budget = sum(len(c.val_acc) for c in curves)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=eta),
+    )
+    spent = {"epochs": 0, "seconds": 0.0, "reached": False}
+
+    def objective(trial: optuna.Trial) -> float:
+        key = tuple(trial.suggest_categorical(n, list(GRID[n])) for n in names)
+        curve = by_cell[key]
+        best = 0.0
+        for epoch, (acc, sec) in enumerate(zip(curve.val_acc, curve.seconds, strict=True), 1):
+            spent["epochs"] += 1
+            spent["seconds"] += sec
+            best = max(best, acc)
+            if acc >= target:
+                spent["reached"] = True
+                trial.study.stop()
+                return best
+            if spent["epochs"] >= budget:
+                trial.study.stop()
+                return best
+            trial.report(acc, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned
+        return best
+
+    while not spent["reached"] and spent["epochs"] < budget:
+        study.optimize(objective, n_trials=1)
+    return spent["epochs"], spent["seconds"], bool(spent["reached"])
+
+
+def _smoke_setup(work: Path) -> tuple[DataConfig, str, str]:
+    data = DataConfig(
+        preset="synthetic",
+        root=str(work / "images"),
+        classes=["farmland", "water", "forest"],
+        synthetic={"per_class": 12, "size": 32, "seed": 0},
+        image_size=32,
+        split={"train": 0.5, "val": 0.25, "test": 0.25},
+    )
+    weights = work / "tiny_cnn-random.pt"
+    torch.manual_seed(0)
+    torch.save(create_model("tiny_cnn", 3, transfer="scratch").state_dict(), weights)
+    return data, "tiny_cnn", str(weights)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default=str(DEFAULT_ROOT), help="dataset folder")
+    p.add_argument("--classes", nargs="+", help="a subset of the classes (default: all)")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--weights", help="checkpoint of the frozen backbone (required unless --smoke)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--grace", type=int, default=2, help="ASHA's grace period (epochs)")
+    p.add_argument("--eta", type=int, default=3, help="ASHA's reduction factor")
+    p.add_argument("--tolerance", type=float, default=0.005, help="below the grid's best")
+    p.add_argument("--seeds", type=int, default=3, help="sampler seeds (and grid orders)")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--smoke", action="store_true", help="tiny generated data and model")
+    args = p.parse_args(argv)
+    if not args.smoke and not args.weights:
+        p.error("--weights: a checkpoint file is required (ImageNet weights may be offline)")
+    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
+        work = Path(tmp)
+        if args.smoke:
+            data, model, weights = _smoke_setup(work)
+            args.epochs = min(args.epochs, 3)
+        else:
+            data = DataConfig(root=args.root, classes=args.classes, image_size=args.image_size)
+            model, weights = args.model, args.weights
+        data = data.model_copy(update={"cache_dir": str(work / "cache")})
+        base = {"model": model, "transfer": "frozen", "weights": weights, "epochs": args.epochs}
+        grid = cells()
+        start = time.perf_counter()
+        curves = train_curves(grid, base, data, args.threads)
+        trained = time.perf_counter() - start
+    best = max(max(c.val_acc) for c in curves)
+    target = best - args.tolerance
+    total = sum(len(c.val_acc) for c in curves)
+    print(
+        f"{model} frozen at {data.image_size} px, {len(grid)} grid cells (lr x batch x head x "
+        f"augmentation x weight decay) x {args.epochs} epochs, trained in {trained:.0f} s "
+        f"(features through the store); grid best val acc {best:.4f}, target {target:.4f}"
+    )
+    grid_runs = [grid_cost(curves, target, seed) for seed in range(args.seeds)]
+    tpe_runs = [
+        tpe_asha_cost(curves, target, seed, args.grace, args.eta) for seed in range(args.seeds)
+    ]
+    for name, runs in (("grid", grid_runs), ("TPE + ASHA", tpe_runs)):
+        detail = ", ".join(f"{e}{'' if ok else ' (not reached)'}" for e, _, ok in runs)
+        print(
+            f"{name:>10}: {statistics.mean(e for e, _, _ in runs):.1f} epochs, "
+            f"{statistics.mean(s for _, s, _ in runs):.1f} s to the target (per seed: {detail}; "
+            f"the whole grid: {total} epochs)"
+        )
+    grid_epochs = statistics.mean(e for e, _, _ in grid_runs)
+    tpe_epochs = statistics.mean(e for e, _, _ in tpe_runs)
+    print(
+        f"epochs ratio: {tpe_epochs / grid_epochs:.2f} (TPE + ASHA over grid, mean of "
+        f"{args.seeds} seeds; target <= 0.33)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
