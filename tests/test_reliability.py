@@ -452,3 +452,23 @@ def test_trial_rows_hold_the_configured_lr_under_a_schedule(tmp_path):
         rates = epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")["lr"]
         assert rates.iloc[0] == pytest.approx(trial["lr"])
         assert rates.iloc[-1] < trial["lr"], "cosine lowers the rate epoch by epoch"
+
+
+def test_the_reaper_starts_from_a_checkout_that_is_not_installed(tmp_path):
+    """The driver starts ``python -m tuner.reaper`` in :func:`~tuner.tune.session.project_root`:
+    with no site-packages at all (``-S``: no installed copy of the project), it imports there
+    and, its stdin at EOF, removes the run's folder and exits 0."""
+    from tuner.tune.session import project_root
+
+    folder = tmp_path / "ray-temp"
+    folder.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", "tuner.reaper", "run-id", str(folder)],
+        cwd=project_root(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not folder.exists()

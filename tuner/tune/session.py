@@ -108,7 +108,7 @@ class _LocalRun:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
-                cwd=str(Path(__file__).resolve().parents[1]),
+                cwd=str(project_root()),  # importable without an install, as a job's copy
             )
         saved = {k: os.environ.get(k) for k in env}
         run = cls(saved, ray_constants.ENABLE_RAY_CLUSTER, proc, temp_dir)
@@ -145,9 +145,19 @@ class _LocalRun:
         ray_constants.ENABLE_RAY_CLUSTER = self.cluster_flag
         _reload_auth()
         if self.reaper is not None and self.reaper.stdin is not None:
-            self.reaper.stdin.close()  # the reaper removes the folder after the processes
+            try:
+                self.reaper.stdin.close()  # the reaper removes the folder after the processes
+            except OSError:  # the reaper is gone (killed): remove the folder here
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
         else:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def project_root() -> Path:
+    """The folder that holds the ``tuner`` package (``python -m tuner.reaper`` runs there)."""
+    from tuner import reaper
+
+    return Path(reaper.__file__).resolve().parents[1]
 
 
 #: The local run started by :func:`init_ray` (stopped by :func:`shutdown_ray`).
