@@ -123,101 +123,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None, held: list) -> int:
-    try:  # first: a submitted job must run the submitted code (see tuner.provenance)
-        code = provenance.check_driver()
-    except provenance.CodeMismatchError as err:
-        return _fail(str(err))
-    args = build_parser().parse_args(argv)
-    if os.environ.get(provenance.MANIFEST_ENV):
-        print(f"code: {code} = the submitted code ({provenance.imported()[1]})", flush=True)
-    if args.address:  # every node and trial checks that it runs this code
-        os.environ[provenance.HASH_ENV] = code
-    from tuner.spec import SpecError
+    """Check, start Ray, run the search, summarise; each step a function named for it.
 
+    Nothing of the project beyond this module is imported before the code check, and Ray
+    not before the spec, the results folder, the weights and the data are checked.
+    """
     try:
-        spec, smoke = _load_spec(args)
-    except (SpecError, ValueError) as err:
-        return _fail(str(err))
-
-    remote_mlflow = set(spec.tracking) <= {"mlflow"} and os.environ.get("MLFLOW_TRACKING_URI")
-    if spec.tracking and "://" in str(args.results) and not remote_mlflow:
-        return _fail(
-            f"tracking: {', '.join(spec.tracking)} write files next to the results, so "
-            f"they need a local --results folder, but got {args.results!r} (mlflow alone "
-            "also works with a remote MLFLOW_TRACKING_URI)"
-        )
-
-    from tuner.lock import ExperimentLocked
-    from tuner.results import filesystem
-
-    local_results = "://" not in str(args.results)
-    try:
+        args = _checked_arguments(argv)
+        spec, smoke = _load_spec_refusing(args)
+        _check_tracking(args, spec)
         store, lock, spec = _open_results(args, spec)
-    except _Refused as err:
-        return _fail(str(err))
-
-    from tuner.preflight import check_weights, resource_shortfall
-
-    if not args.address and args.laptop is None:  # a trial too big for this machine: exit now
-        short = resource_shortfall(
-            spec.resources.cpu, 0.0, {"CPU": args.num_cpus or os.cpu_count()}
-        )
-        if short:
-            return _fail(short)
-
-    # Weights next: every file the trials read, downloaded once here (not by each trial).
-    problems = check_weights(spec)
-    if problems:
-        return _fail("\n".join(problems))
-
-    # Data first (validates it and builds the decoded cache once), then Ray; nothing is
-    # written under the results root before the storage check.
-    pretrained: dict[str, str] = {}
-    manifest = None
-    if spec.trainable == "classify":
-        try:
-            manifest = _prepare_data(spec)
-        except (FileNotFoundError, ValueError) as err:
-            return _fail(f"dataset: {err}")
-
-    from tuner import tune
-    from tuner.spec import referenced
-
-    try:
+        manifest = _preflight(args, spec)
         resources, packing, short = _start_ray(args, spec)
     except _Refused as err:
         return _fail(str(err))
+    from tuner import tune
+
     try:  # one driver per experiment folder, from here to the end
-        taken_over = lock.acquire(spec.experiment)
-    except ExperimentLocked as err:
+        pretrained = _begin(args, spec, smoke, store, lock, held, manifest)
+    except _Refused as err:
         tune.shutdown_ray()
         return _fail(str(err))
-    held.append(lock)
-    if taken_over:
-        print(taken_over, flush=True)
-    if not args.resume:
-        if manifest is not None:
-            store.write_text("manifest.csv", manifest)
-        store.write_text("spec.yaml", yaml.safe_dump(referenced(spec), sort_keys=False))
-    if spec.pretrain is not None:
-        from tuner.pretrain import pretrain_all
-
-        _, base = filesystem(args.results)
-        pretrained = pretrain_all(
-            spec, base if local_results else ".", max_batches=smoke and smoke.max_batches
-        )
-    print(f"experiment {spec.experiment}: {_describe_search(spec)}", flush=True)
-    print(packing.note, flush=True)
-    if short:
-        print(
-            f"note: a trial needs cpu {packing.cpu:g} / gpu {packing.gpu:g} and the cluster "
-            f"has {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs now: the "
-            "search waits for it to grow (an autoscaler adds nodes); the status line says "
-            "for how long",
-            flush=True,
-        )
-    if smoke is not None:
-        print("smoke run, reduced from the spec:\n  " + "\n  ".join(smoke.reductions), flush=True)
+    _announce(spec, smoke, packing, resources, short)
     if args.resume and not tune.can_resume(args.results, spec.experiment):
         tune.shutdown_ray()
         return _fail(f"--resume: no Ray state for {spec.experiment!r} under {store.dir}")
@@ -242,7 +169,121 @@ def _main(argv: list[str] | None, held: list) -> int:
         tune.shutdown_ray()
     print(f"\nsearch finished in {time.time() - t0:.0f} s", flush=True)
     _compact(store.uri)
+    local_results = "://" not in str(args.results)
     return _summarize(store.uri, spec, args.top, budget, smoke, local_results)
+
+
+def _checked_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, once the code this driver imported is known to be the right one.
+
+    Raises:
+        _Refused: A submitted job imports other code than was submitted (see
+            :mod:`tuner.provenance`).
+    """
+    try:  # first: a submitted job must run the submitted code
+        code = provenance.check_driver()
+    except provenance.CodeMismatchError as err:
+        raise _Refused(str(err)) from None
+    args = build_parser().parse_args(argv)
+    if os.environ.get(provenance.MANIFEST_ENV):
+        print(f"code: {code} = the submitted code ({provenance.imported()[1]})", flush=True)
+    if args.address:  # every node and trial checks that it runs this code
+        os.environ[provenance.HASH_ENV] = code
+    return args
+
+
+def _load_spec_refusing(args: argparse.Namespace):
+    """:func:`_load_spec`, a bad spec raised as :class:`_Refused`."""
+    from tuner.spec import SpecError
+
+    try:
+        return _load_spec(args)
+    except (SpecError, ValueError) as err:
+        raise _Refused(str(err)) from None
+
+
+def _check_tracking(args: argparse.Namespace, spec: Spec) -> None:
+    """Trackers that write files need a local results folder (mlflow: or a remote server)."""
+    remote_mlflow = set(spec.tracking) <= {"mlflow"} and os.environ.get("MLFLOW_TRACKING_URI")
+    if spec.tracking and "://" in str(args.results) and not remote_mlflow:
+        raise _Refused(
+            f"tracking: {', '.join(spec.tracking)} write files next to the results, so "
+            f"they need a local --results folder, but got {args.results!r} (mlflow alone "
+            "also works with a remote MLFLOW_TRACKING_URI)"
+        )
+
+
+def _preflight(args: argparse.Namespace, spec: Spec):
+    """The checks before Ray starts: a trial that cannot fit this machine, every weights
+    file the trials read (downloaded once here, not by each trial), the data (validated, its
+    decoded cache built once); returns the split manifest (``None`` without a dataset)."""
+    from tuner.preflight import check_weights, resource_shortfall
+
+    if not args.address and args.laptop is None:
+        short = resource_shortfall(
+            spec.resources.cpu, 0.0, {"CPU": args.num_cpus or os.cpu_count()}
+        )
+        if short:
+            raise _Refused(short)
+    problems = check_weights(spec)
+    if problems:
+        raise _Refused("\n".join(problems))
+    if spec.trainable != "classify":
+        return None
+    try:
+        return _prepare_data(spec)
+    except (FileNotFoundError, ValueError) as err:
+        raise _Refused(f"dataset: {err}") from None
+
+
+def _begin(args, spec: Spec, smoke, store, lock, held: list, manifest) -> dict[str, str]:
+    """Take the experiment's lock, write the manifest and the resolved spec (a new search),
+    run the pretraining stage; returns its checkpoints by model name.
+
+    Raises:
+        _Refused: Another live driver holds the experiment.
+    """
+    from tuner.lock import ExperimentLocked
+    from tuner.results import filesystem
+    from tuner.spec import referenced
+
+    try:
+        taken_over = lock.acquire(spec.experiment)
+    except ExperimentLocked as err:
+        raise _Refused(str(err)) from None
+    held.append(lock)
+    if taken_over:
+        print(taken_over, flush=True)
+    if not args.resume:
+        if manifest is not None:
+            store.write_text("manifest.csv", manifest)
+        store.write_text("spec.yaml", yaml.safe_dump(referenced(spec), sort_keys=False))
+    if spec.pretrain is None:
+        return {}
+    from tuner.pretrain import pretrain_all
+
+    local_results = "://" not in str(args.results)
+    _, base = filesystem(args.results)
+    return pretrain_all(
+        spec, base if local_results else ".", max_batches=smoke and smoke.max_batches
+    )
+
+
+def _announce(spec: Spec, smoke, packing, resources: dict, short) -> None:
+    """Print what is about to run: the search, the packing, a cluster too small, the smoke
+    reductions."""
+    print(f"experiment {spec.experiment}: {_describe_search(spec)}", flush=True)
+    print(packing.note, flush=True)
+    if short:
+        print(
+            f"note: a trial needs cpu {packing.cpu:g} / gpu {packing.gpu:g} and the cluster "
+            f"has {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs now: the "
+            "search waits for it to grow (an autoscaler adds nodes); the status line says "
+            "for how long",
+            flush=True,
+        )
+    if smoke is not None:
+        print("smoke run, reduced from the spec:\n  " + "\n  ".join(smoke.reductions), flush=True)
 
 
 def _load_spec(args: argparse.Namespace):
