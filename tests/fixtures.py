@@ -266,3 +266,18 @@ def add_oddities(class_dir: Path, *, size: int = 32, seed: int = 0) -> dict[str,
     deep = np.asarray(gray, dtype=np.uint16) * np.uint16(257)
     Image.fromarray(deep).save(paths["gray16"], format="TIFF")
     return paths
+
+
+def synthetic_data(root: Path, classes: Sequence[str], *, per_class: int, size: int = 32):
+    """A :class:`~trainables.config.DataConfig` of generated scenes under ``root`` (images
+    and decoded cache), ``per_class`` images of ``size`` px for each of ``classes``."""
+    from trainables.config import DataConfig
+
+    return DataConfig(
+        preset="synthetic",
+        root=str(root / "images"),
+        classes=list(classes),
+        synthetic={"per_class": per_class, "size": size, "seed": 0},
+        image_size=size,
+        cache_dir=str(root / "cache"),
+    )

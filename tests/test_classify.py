@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.fixtures import synthetic_data
 from trainables import classify
 from trainables.classify import BEST, CHECKPOINT, Trial, train
 from trainables.config import DataConfig, TrialConfig
@@ -15,15 +16,7 @@ CLASSES = ["farmland", "water", "dense_residential", "forest"]
 
 @pytest.fixture(scope="module")
 def data_cfg(tmp_path_factory) -> DataConfig:
-    root = tmp_path_factory.mktemp("synthetic")
-    return DataConfig(
-        preset="synthetic",
-        root=str(root / "images"),
-        classes=CLASSES,
-        synthetic={"per_class": 40, "size": 32, "seed": 0},
-        image_size=32,
-        cache_dir=str(root / "cache"),
-    )
+    return synthetic_data(tmp_path_factory.mktemp("synthetic"), CLASSES, per_class=40)
 
 
 def _cfg(data_cfg, **kw) -> TrialConfig:

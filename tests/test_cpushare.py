@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import synthetic_data
 from trainables import cpushare
 from trainables.cpushare import CpuShare, MachineLoad
 
@@ -172,17 +173,8 @@ def test_a_killed_neighbour_frees_its_cpus(tmp_path):
 
 @pytest.fixture(scope="module")
 def data_cfg(tmp_path_factory):
-    from trainables.config import DataConfig
-
     root = tmp_path_factory.mktemp("synthetic")
-    return DataConfig(
-        preset="synthetic",
-        root=str(root / "images"),
-        classes=["farmland", "water", "forest"],
-        synthetic={"per_class": 12, "size": 32, "seed": 0},
-        image_size=32,
-        cache_dir=str(root / "cache"),
-    )
+    return synthetic_data(root, ["farmland", "water", "forest"], per_class=12)
 
 
 def test_a_trial_checks_the_board_before_every_batch(data_cfg, tmp_path, monkeypatch):

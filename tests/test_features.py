@@ -10,6 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from tests.fixtures import synthetic_data
 from trainables.classify import train
 from trainables.config import DataConfig, TrialConfig
 from trainables.features import FeatureKey, FeatureStore, weights_identity
@@ -22,14 +23,7 @@ COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "val_kappa")
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("features")
-    data = DataConfig(
-        preset="synthetic",
-        root=str(root / "images"),
-        classes=CLASSES,
-        synthetic={"per_class": 20, "size": 32, "seed": 0},
-        image_size=32,
-        cache_dir=str(root / "cache"),
-    )
+    data = synthetic_data(root, CLASSES, per_class=20)
     weights = root / "tiny.pt"
     torch.manual_seed(0)
     torch.save(create_model("tiny_cnn", 3, transfer="scratch").state_dict(), weights)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from tests.fixtures import synthetic_data
 from trainables import classify
 from trainables.classify import Trial, uses_bf16
 from trainables.config import DataConfig, TrialConfig
@@ -16,14 +17,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 @pytest.fixture(scope="module")
 def data_cfg(tmp_path_factory) -> DataConfig:
     root = tmp_path_factory.mktemp("synthetic")
-    return DataConfig(
-        preset="synthetic",
-        root=str(root / "images"),
-        classes=["farmland", "water", "forest"],
-        synthetic={"per_class": 12, "size": 32, "seed": 0},
-        image_size=32,
-        cache_dir=str(root / "cache"),
-    )
+    return synthetic_data(root, ["farmland", "water", "forest"], per_class=12)
 
 
 @pytest.mark.parametrize(
