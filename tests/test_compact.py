@@ -81,6 +81,48 @@ def test_compaction_packs_finished_trials_into_one_file_per_table(exp):
     assert compact(str(exp)).packed == {"trials": 0, "epochs": 0}  # nothing new: untouched
 
 
+def test_segments_add_a_file_without_rewriting_earlier_ones_and_merge_at_the_end(exp):
+    trials, epochs = _rows(exp)
+    first = compact(str(exp), merge=False)
+    assert first.packed == {"trials": 49, "epochs": 49}
+    (segment,) = (exp / "trials").glob(f"{COMPACTED}*")
+    inode = segment.stat().st_ino
+    store = ResultsStore(exp.parent, "scale")
+    store.write_trial({"trial_id": "running", "status": "completed", "epochs_run": 1})
+    second = compact(str(exp), merge=False)
+    assert second.packed == {"trials": 1, "epochs": 1}  # the new trial's files only
+    assert second.rows == {"trials": 1, "epochs": 1}
+    t_files = _files(exp / "trials")
+    assert sum(f.startswith(COMPACTED) for f in t_files) == 2 and segment.name in t_files
+    assert segment.stat().st_ino == inode  # linked into the new folder, not rewritten
+    both_t, both_e = _rows(exp)
+    assert both_t["trial_id"].is_unique and len(both_t) == len(trials) + 1
+    pd.testing.assert_frame_equal(both_e, epochs)  # "running" had its epoch row already
+    assert compact(str(exp), merge=False).packed == {"trials": 0, "epochs": 0}
+    merged = compact(str(exp))
+    assert merged.packed == {"trials": 2, "epochs": 2} and merged.rows["trials"] == 50
+    assert sum(f.startswith(COMPACTED) for f in _files(exp / "trials")) == 1
+    pd.testing.assert_frame_equal(_rows(exp)[0], both_t)
+
+
+def test_a_segment_rewrites_an_earlier_one_whose_rows_a_trial_file_replaces(exp):
+    compact(str(exp), merge=False)
+    store = ResultsStore(exp.parent, "scale")
+    table = pd.read_parquet(exp / "trials")
+    short = table[(table["epochs_run"] < 20) & (table["status"] == "early-stopped")]
+    trial = short["trial_id"].iloc[0]
+    # a finished trial written again (a resumed search that re-ran it after the snapshot)
+    store.write_trial({"trial_id": trial, "status": "completed", "epochs_run": 20})
+    assert store.finished_trial_ids() >= {trial}
+    done = compact(str(exp), merge=False)
+    assert done.packed["trials"] == 2  # the trial's file and the segment that held it
+    trials = pd.read_parquet(exp / "trials")
+    assert trials["trial_id"].is_unique and len(trials) == 50
+    row = trials.set_index("trial_id").loc[trial]
+    assert row["epochs_run"] == 20 and row["status"] == "completed"  # the new row, once
+    assert sum(f.startswith(COMPACTED) for f in _files(exp / "trials")) == 1
+
+
 def test_store_operations_see_compacted_rows(exp):
     store = ResultsStore(exp.parent, "scale")
     ids_before = (store.trial_ids("trials"), store.trial_ids("epochs"))

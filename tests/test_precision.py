@@ -7,8 +7,9 @@ import torch
 from pydantic import ValidationError
 
 from tests.fixtures import synthetic_data
-from trainables import classify
-from trainables.classify import Trial, uses_bf16
+from trainables import arithmetic
+from trainables.arithmetic import uses_bf16
+from trainables.classify import Trial
 from trainables.config import DataConfig, TrialConfig
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -31,7 +32,7 @@ def data_cfg(tmp_path_factory) -> DataConfig:
     ],
 )
 def test_precision_resolves_per_device(monkeypatch, precision, device, amx, expected):
-    monkeypatch.setattr(classify, "cpu_has_bf16_units", lambda: amx)
+    monkeypatch.setattr(arithmetic, "cpu_has_bf16_units", lambda: amx)
     assert uses_bf16(precision, device) is expected
 
 
@@ -41,7 +42,7 @@ def test_unknown_precision_is_refused_with_the_choices(data_cfg):
 
 
 def test_cpu_feature_probe_answers_a_bool():
-    assert isinstance(classify.cpu_has_bf16_units(), bool)
+    assert isinstance(arithmetic.cpu_has_bf16_units(), bool)
 
 
 def _first_conv_input(trial: Trial) -> tuple[torch.Tensor, torch.dtype]:

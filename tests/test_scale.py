@@ -94,16 +94,33 @@ def test_a_search_ends_compacted_and_reads_and_resumes(tmp_path, monkeypatch, ca
     from tuner.report.__main__ import main as report_main
     from tuner.run import main as run_main
 
+    from tuner import compact as compact_mod
+    from tuner.tune import Segments
+
     monkeypatch.setenv("TUNER_TOY_EPOCH_S", "0.02")
     monkeypatch.setenv("TUNER_CACHE", str(tmp_path / "cache"))
     bench = runpy.run_path(str(ROOT / "benchmarks" / "scale.py"), run_name="benchmarks_scale")
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(bench["toy_spec"](8, 4, 2)))
+    exp = tmp_path / "r" / "scale"
+    segments: list[tuple[bool, int, int]] = []  # (merge, compacted files, per-trial files)
+    real = compact_mod.compact
+
+    def spy(exp_dir, *, merge=True):
+        done = real(exp_dir, merge=merge)
+        names = [p.name for p in (exp / "trials").glob("*.parquet")]
+        compacted = sum(n.startswith(COMPACTED) for n in names)
+        segments.append((merge, compacted, len(names) - compacted))
+        return done
+
+    monkeypatch.setattr(compact_mod, "compact", spy)
+    monkeypatch.setattr(Segments, "EVERY", 3)
     args = [str(spec), "--results", str(tmp_path / "r"), "--num-cpus", "2"]
     assert run_main(args) == 0
     out = capsys.readouterr().out
-    assert "results compacted: trials: 8 file(s) packed" in out, out
-    exp = tmp_path / "r" / "scale"
+    # a segment after every 3 trials that ended, each adding one file; merged at the end
+    assert segments[:2] == [(False, 1, 0), (False, 2, 0)], segments
+    assert re.search(r"results compacted: trials: 4 file\(s\) packed into one of 8 rows", out), out
     for table in ("trials", "epochs"):
         files = [p.name for p in (exp / table).glob("*.parquet")]
         assert len(files) == 1 and files[0].startswith(COMPACTED), files

@@ -10,118 +10,42 @@ runs it from the shell.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import random
 import sys
 import time
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from pydantic import ValidationError
-from torch.utils.data import DataLoader
 
-from trainables.augment import Normalize, eval_transform, train_transform
+from trainables import checkpoint, optim
+from trainables.arithmetic import Arithmetic, cpu_has_bf16_units, uses_bf16
+from trainables.batches import SPLITS, Batches, allocated_cpus, epoch_seed, image_batches
+from trainables.checkpoint import BEST, CHECKPOINT
 from trainables.clihelp import HelpFormatter
 from trainables.config import DataConfig, SplitConfig, TrialConfig
 from trainables.cpushare import CpuShare
-from trainables.data.dataset import PreparedData, batched, prepare
+from trainables.data.dataset import PreparedData, prepare
 from trainables.data.presets import PRESETS
-from trainables.features import (
-    FeatureStore,
-    FrozenFeatures,
-    head_threads,
-    load_trained_state,
-    trained_state,
-    weights_identity,
-)
+from trainables.features import FeatureStore, FrozenFeatures, head_threads, weights_identity
 from trainables.metrics import detailed, summarize
 from trainables.models import Classifier, count_macs, count_parameters, create_model, loss_function
 
-CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
+__all__ = [
+    "BEST",
+    "CHECKPOINT",
+    "Trial",
+    "allocated_cpus",
+    "cpu_has_bf16_units",
+    "main",
+    "run_trial",
+    "train",
+    "uses_bf16",
+]
+
 EpochCallback = Callable[[dict, Path | None], None]
-
-
-def allocated_cpus() -> int:
-    """CPUs this process may use (Ray sets the affinity / OMP_NUM_THREADS of its workers)."""
-    omp = os.environ.get("OMP_NUM_THREADS")
-    if omp and omp.isdigit() and int(omp) > 0:
-        return int(omp)
-    return len(os.sched_getaffinity(0))
-
-
-def cpu_has_bf16_units() -> bool:
-    """Whether this CPU has AMX-BF16 tile units (where bf16 autocast trains faster than fp32).
-
-    Without them oneDNN emulates bf16 with AVX-512 or slower paths, which is no faster than
-    fp32; the flag comes from PyTorch's CPU feature probe, else from ``/proc/cpuinfo``.
-    """
-    try:
-        return bool(torch._C._cpu._get_cpu_capability().get("amx_bf16", False))
-    except (AttributeError, RuntimeError):
-        try:
-            return " amx_bf16" in Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-
-
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether forward passes run under bf16 autocast for ``precision`` on ``device``."""
-    if precision != "auto":
-        return precision == "bf16"
-    return device.type == "cuda" or cpu_has_bf16_units()
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
-
-
-class Batches:
-    """Batches of one split: images through the (optional) backbone-once feature cache."""
-
-    def __init__(
-        self,
-        loader_args: dict,
-        features: tuple[torch.Tensor, torch.Tensor] | None,
-        before_batch: Callable[[], object] | None = None,
-    ):
-        self.loader_args, self.features = loader_args, features
-        self.before_batch = before_batch
-
-    def __len__(self) -> int:
-        n = len(self.features[1]) if self.features else len(self.loader_args["dataset"])
-        bs = self.loader_args["batch_size"]
-        return (n + bs - 1) // bs
-
-    def iterate(self, generator: torch.Generator | None, limit: int | None) -> Iterator:
-        """Yield (inputs, labels); shuffled with ``generator`` when it is given.
-
-        Both sources visit the samples in the same order for the same generator, so the
-        backbone-once path trains exactly like the forward-every-epoch path.
-        """
-        n = len(self.features[1]) if self.features else len(self.loader_args["dataset"])
-        order = torch.randperm(n, generator=generator) if generator is not None else None
-        if self.features is not None:
-            x, y = self.features
-            order = order if order is not None else torch.arange(n)
-            source = ((x[i], y[i]) for i in order.split(self.loader_args["batch_size"]))
-        else:
-            source = iter(
-                DataLoader(
-                    **self.loader_args,
-                    sampler=order.tolist() if order is not None else None,
-                    generator=generator,
-                    collate_fn=batched,
-                )
-            )
-        for n, batch in enumerate(source):
-            if limit is not None and n >= limit:
-                break
-            if self.before_batch is not None and self.features is None:
-                self.before_batch()  # backbone passes only: a head fit runs on one thread
-            yield batch
 
 
 class Trial:
@@ -152,9 +76,6 @@ class Trial:
         self.cfg, self.log = cfg, log
         self.cpu_share = cpu_share
         torch.set_num_threads(cfg.num_threads or allocated_cpus())
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.bf16 = uses_bf16(cfg.precision, self.device)
-        self.channels_last = self.bf16 or self.device.type == "cuda"
         self.data = data or prepare(cfg.data, cfg.augmentation, cfg.num_threads)
         self.num_classes = len(self.data.class_names)
         torch.manual_seed(cfg.seed)
@@ -171,13 +92,12 @@ class Trial:
         )
         self.params, self.trainable_params = count_parameters(model)
         self.macs = count_macs(model, cfg.data.image_size)
-        if self.channels_last:
-            model = model.to(self.device, memory_format=torch.channels_last)
-        self.model: Classifier = model
-        self.normalize = Normalize(*model.normalization).to(self.device)
+        self.arithmetic = Arithmetic(cfg.precision, model.normalization)
+        self.device = self.arithmetic.device
+        self.model: Classifier = self.arithmetic.place(model)
         self.loss_fn = loss_function(cfg.head)
-        self.optimizer = self._optimizer()
-        self.scheduler = self._scheduler()
+        self.optimizer = optim.optimizer(cfg, self.model)
+        self.scheduler = optim.lr_schedule(cfg, self.optimizer)
         self.epoch = 0
         self.history: list[dict] = []
         self.best: dict = {"epoch": 0, "val_acc": -1.0, "val_loss": float("inf")}
@@ -188,41 +108,10 @@ class Trial:
         self.splits = self._splits()
 
     # ----------------------------------------------------------------------------- set-up
-    def _optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.cfg
-        groups = self.model.param_groups(cfg.lr, cfg.backbone_lr_mult)
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(
-                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-            )
-        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-        return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        cfg, opt = self.cfg, self.optimizer
-        if cfg.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-        if cfg.lr_schedule == "step":
-            return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
     def _splits(self) -> dict[str, Batches]:
-        cfg, size = self.cfg, self.cfg.data.image_size
-        workers = cfg.num_workers
-        if workers is None:
-            workers = 0 if cfg.augmentation == "none" else min(8, max(0, allocated_cpus() - 1))
-        out = {}
-        for split in ("train", "val", "test"):
-            aug = train_transform if split == "train" else eval_transform
-            dataset = self.data.dataset(split, aug(cfg.augmentation, size))
-            args = {
-                "dataset": dataset,
-                "batch_size": cfg.batch_size,
-                "num_workers": workers if split == "train" else 0,
-                "pin_memory": self.device.type == "cuda",
-                "persistent_workers": False,
-            }
-            out[split] = Batches(args, None, self.cpu_share and self.cpu_share.update)
+        """Each split's batches: images, or the frozen backbone's features once computed."""
+        update = self.cpu_share.update if self.cpu_share else None
+        out = image_batches(self.cfg, self.data, self.device.type == "cuda", update)
         if self.backbone_once:
             self.features = self._frozen_features()
             for split in ("val", "test"):
@@ -239,7 +128,6 @@ class Trial:
         """
         cfg = self.cfg
         mean, std = self.model.normalization
-        dtype = "bf16" if self.bf16 else "fp32"
         limit = cfg.max_batches * cfg.batch_size if cfg.max_batches else None
         return FrozenFeatures(
             self._encode,
@@ -248,14 +136,15 @@ class Trial:
                 "model": cfg.model,
                 "weights": weights_identity(cfg.weights),
                 "image_size": cfg.data.image_size,
-                "preprocessing": f"mean={list(mean)} std={list(std)} {self.device.type} {dtype} "
+                "preprocessing": f"mean={list(mean)} std={list(std)} {self.device.type} "
+                f"{self.arithmetic.dtype_name} "
                 f"torch {torch.__version__}",
             },
             augmentation=cfg.augmentation,
             seed=cfg.seed,
             views=cfg.epochs if cfg.feature_views is None else cfg.feature_views,
             epochs=cfg.epochs,
-            limits=dict.fromkeys(("train", "val", "test"), limit),
+            limits=dict.fromkeys(SPLITS, limit),
             store=FeatureStore.under(cfg.data.cache_dir) if cfg.feature_store else None,
             device=self.device,
         )
@@ -265,40 +154,19 @@ class Trial:
         if self.cpu_share is not None:
             self.cpu_share.update()
         self.model.eval()
-        with self._autocast():
-            return self.model.backbone(self._input(x)).float()
+        with self.arithmetic.autocast():
+            return self.model.backbone(self.arithmetic.input(x)).float()
 
     # ------------------------------------------------------------------------- the loop
-    def _autocast(self):
-        """bf16 autocast of forward passes (see ``TrialConfig.precision``), else nothing."""
-        if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """A uint8 batch as the model's float input, in the layout its arithmetic is fastest in.
-
-        The decoded cache and the augmentations hand out channels-last batches. GPU steps and
-        bf16 steps run channels-last, the model converted to match (on this project's
-        development CPU, resnet18 at 64 px in bf16: inference about 35 % faster than on
-        NCHW, training on par); float32 convolutions on the CPU are faster on contiguous
-        NCHW (training about 20 % faster, inference about 25 %), so the batch is made
-        contiguous there.
-        """
-        x = self.normalize(x.to(self.device, non_blocking=True))
-        if self.channels_last:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x.contiguous()
-
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backbone_once:
             return self.model.head(x)
-        return self.model(self._input(x))
+        return self.model(self.arithmetic.input(x))
 
     def _run_epoch(self) -> dict:
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, self.epoch))
-        torch.manual_seed(_epoch_seed(cfg.seed + 1, self.epoch))
+        gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, self.epoch))
+        torch.manual_seed(epoch_seed(cfg.seed + 1, self.epoch))
         start = time.perf_counter()
         if self.features is not None:
             self.splits["train"].features = self.features.train_view(self.epoch)
@@ -311,7 +179,7 @@ class Trial:
         with head_threads(self.features is not None, self.device):
             for x, y in self.splits["train"].iterate(gen, cfg.max_batches):
                 y = y.to(self.device)
-                with self._autocast():
+                with self.arithmetic.autocast():
                     out = self._forward(x)
                     loss = self.loss_fn(out.float(), y)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -349,7 +217,7 @@ class Trial:
         with head_threads(self.features is not None, self.device):
             for x, y in self.splits[split].iterate(None, self.cfg.max_batches):
                 y = y.to(self.device)
-                with self._autocast():
+                with self.arithmetic.autocast():
                     out = self._forward(x).float()
                 total_loss += self.loss_fn(out, y).item() * len(y)
                 preds.append(out.argmax(1).cpu())
@@ -361,50 +229,13 @@ class Trial:
         return metrics
 
     # ---------------------------------------------------------------------- checkpoints
-    def _meta(self) -> dict:
-        mean, std = self.model.normalization
-        return {
-            "model_name": self.cfg.model,
-            "normalization": [list(mean), list(std)],
-            "class_names": list(self.data.class_names),
-            "split_hash": self.data.split_hash,
-            "config": self.cfg.model_dump(mode="json"),
-        }
-
     def save(self, directory: Path) -> None:
         """Write ``checkpoint.pt`` (resumable state) and ``best.pt`` (best weights)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {
-            **self._meta(),
-            **trained_state(self.model, self.cfg.weights),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "history": self.history,
-            "best": self.best,
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])},
-        }
-        if torch.cuda.is_available():
-            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        _atomic_save(state, directory / CHECKPOINT)
-        if self.best_state is not None and (
-            self.best["epoch"] == self.epoch or not (directory / BEST).is_file()
-        ):
-            _atomic_save({**self._meta(), "model": self.best_state, **self.best}, directory / BEST)
+        checkpoint.save(self, directory)
 
     def restore(self, directory: Path) -> None:
         """Continue from a directory written by :meth:`save`."""
-        state = torch.load(directory / CHECKPOINT, map_location=self.device, weights_only=True)
-        load_trained_state(self.model, self.cfg.weights, state, directory / CHECKPOINT)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.history, self.best = state["epoch"], state["history"], state["best"]
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-        if (directory / BEST).is_file():
-            best = torch.load(directory / BEST, map_location="cpu", weights_only=True)
-            self.best_state = best["model"]
+        checkpoint.restore(self, directory)
 
     # ------------------------------------------------------------------------------ run
     def fit(
@@ -475,12 +306,6 @@ class Trial:
         }
         out.update({k: v for k, v in last.items() if k.startswith("test_")})
         return out
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _format_epoch(m: dict, epochs: int) -> str:

@@ -5,6 +5,10 @@ A search writes one file per trial in ``trials/`` and in ``epochs/`` (see
 packs the rows of every *finished* trial (a trials row with a
 :data:`~tuner.results.FINISHED_STATUSES` status; its epochs too) into one
 ``compacted-<id>.parquet`` per table, together with the rows of earlier compacted files.
+During a long search the driver adds segments (``merge=False``: a compacted file of the
+trials finished since the last one, every :data:`~tuner.tune.callbacks.Segments.EVERY`
+trials), so that the folder never holds more than that many per-trial files plus one file
+per segment, and readers stay fast while it runs.
 The files of other trials (failed, running, without a row) stay as they are: a resumed
 search retries failed trials and rewrites their files, and a finished trial is never
 written again, so every row lives in exactly one file. ``tuner.run`` compacts at the end of
@@ -142,11 +146,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _compact_table(
-    exp: Path, table: str, schema: pa.Schema, finished: set[str], read: dict | None = None
+    exp: Path,
+    table: str,
+    schema: pa.Schema,
+    finished: set[str],
+    read: dict | None = None,
+    merge: bool = True,
 ) -> tuple[int, int, int]:
     """Compact one table folder; returns (files packed, rows compacted, files kept).
 
     ``read``: the folder's files already read (path -> table, ``None``: unreadable).
+    ``merge``: the earlier compacted files are packed too (else only those holding rows
+    that a per-trial file replaces).
     """
     folder = exp / table
     if not folder.is_dir():
@@ -173,16 +184,18 @@ def _compact_table(
         parts.append(rows)
         fresh.add(trial_id)
     old = [p for p in files if p.name.startswith(COMPACTED)]
-    if not packed and len(old) <= 1:
+    if not packed and (len(old) <= 1 or not merge):
         return 0, sum(pq.read_metadata(p).num_rows for p in old), len(files) - len(old)
+    loose = len(files) - len(old)
     for path in old:
         rows = rows_of(path)
         if rows is None:
             continue  # unreadable: it stays, for load() to report
         ids = rows.column("trial_id").to_pylist()
         keep = [i not in fresh for i in ids]
-        parts.append(rows.filter(pa.array(keep)) if not all(keep) else rows)
-        packed.append(path)
+        if merge or not all(keep):
+            parts.append(rows.filter(pa.array(keep)) if not all(keep) else rows)
+            packed.append(path)
     merged = pa.concat_tables(parts).combine_chunks() if parts else schema.empty_table()
     build = exp / f"{LEFTOVER}{table}-{uuid.uuid4().hex[:12]}"
     build.mkdir()
@@ -195,7 +208,7 @@ def _compact_table(
     exchange(str(build), str(folder))  # the one step that readers see
     _fsync_dir(exp)
     shutil.rmtree(build, ignore_errors=True)  # the old content
-    return len(packed), merged.num_rows, len(files) - len(packed)
+    return len(packed), merged.num_rows, loose - len(fresh)
 
 
 def remove_leftovers(exp: Path) -> list[str]:
@@ -207,11 +220,19 @@ def remove_leftovers(exp: Path) -> list[str]:
     return gone
 
 
-def compact(exp_dir: str) -> Compaction:
+def compact(exp_dir: str, *, merge: bool = True) -> Compaction:
     """Pack the finished trials' rows of ``<results>/<experiment>`` into one file per table.
 
-    Run it only where no driver writes the folder: ``tuner.run`` calls it at the end of a
-    search, ``tuner.rank --compact`` under the experiment's lock.
+    Run it only where nothing else writes the folder: ``tuner.run`` calls it at the end of a
+    search, ``tuner.rank --compact`` under the experiment's lock, and the driver during a
+    search from the thread that writes the rows (:class:`~tuner.tune.callbacks.Segments`).
+
+    Args:
+        exp_dir: ``<results>/<experiment>``.
+        merge: Rewrite the earlier compacted files into the new one, leaving one file per
+            table (the default). ``False`` adds a *segment*: one more compacted file holding
+            only the newly finished trials, so that a search compacting as it goes writes
+            each row about once, not once per compaction.
 
     Raises:
         CompactionError: a folder that is not local, or a filesystem without
@@ -229,7 +250,9 @@ def compact(exp_dir: str) -> Compaction:
     finished = _finished(trials)
     packed, rows, kept = {}, {}, {}
     for table, schema, read in ((TRIALS, TRIAL_SCHEMA, trials), (EPOCHS, EPOCH_SCHEMA, None)):
-        packed[table], rows[table], kept[table] = _compact_table(exp, table, schema, finished, read)
+        packed[table], rows[table], kept[table] = _compact_table(
+            exp, table, schema, finished, read, merge
+        )
     return Compaction(packed, rows, kept)
 
 

@@ -37,6 +37,7 @@ from tuner.tune.callbacks import (  # noqa: E402
     FewerNeighbours,
     LiveViewCallback,
     ResultsCallback,
+    Segments,
 )
 from tuner.tune.errors import error_message, trial_error  # noqa: E402
 from tuner.tune.scale import CheckpointPruner, adaptive_snapshots, tpe_sampler  # noqa: E402
@@ -64,6 +65,7 @@ __all__ = [
     "LiveViewCallback",
     "ResultsCallback",
     "ResumableASHA",
+    "Segments",
     "TimeBudget",
     "adaptive_snapshots",
     "alive_nodes",

@@ -18,7 +18,13 @@ from tuner.budget import Budget
 from tuner.packing import Packing
 from tuner.results import RAY_DIR, ResultsStore, experiment_path
 from tuner.spec import OptunaSpace, Spec, grid_cells
-from tuner.tune.callbacks import Exports, FewerNeighbours, LiveViewCallback, ResultsCallback
+from tuner.tune.callbacks import (
+    Exports,
+    FewerNeighbours,
+    LiveViewCallback,
+    ResultsCallback,
+    Segments,
+)
 from tuner.tune.scale import CheckpointPruner, adaptive_snapshots, tpe_sampler
 from tuner.tune.schedulers import BudgetASHA, BudgetFIFO, ResumableASHA
 from tuner.tune.trainable import trainable
@@ -185,8 +191,9 @@ def run_search(
     :class:`ResultsCallback` rebuilds their rows from the checkpoints and Tune's records.
     With ``budget`` the search stops launching trials when it is spent (:class:`TimeBudget`).
     The trackers of ``spec.tracking`` and the Optuna study export follow the trials table
-    (:class:`Exports`). With GPUs, a trial out of GPU memory is retried with a larger share
-    (:class:`FewerNeighbours`).
+    (:class:`Exports`; the final export is the caller's, ``tuner.run`` writes it after
+    compacting the tables), which is compacted as trials end (:class:`Segments`). With
+    GPUs, a trial out of GPU memory is retried with a larger share (:class:`FewerNeighbours`).
     """
     _quiet_trial_failures()
     if resume:
@@ -210,6 +217,7 @@ def run_search(
             budget=budget,
         ),
         CheckpointPruner(),
+        Segments(ResultsStore(results_root, spec.experiment).uri),  # after the writers
     ]
     if packing.gpu:  # a trial out of GPU memory is retried with fewer neighbours
         callbacks.append(FewerNeighbours(packing.cpu))

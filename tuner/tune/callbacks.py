@@ -2,7 +2,8 @@
 fewer neighbours for a trial out of GPU memory.
 
 :class:`ResultsCallback` writes the Parquet tables (through :class:`~tuner.results.ResultsStore`,
-which owns every row and path) as trials report and end; :class:`Exports` feeds the trackers
+which owns every row and path) as trials report and end, :class:`Segments` compacts them as
+the search goes; :class:`Exports` feeds the trackers
 and the Optuna study export from them; :class:`LiveViewCallback` is :class:`tuner.live.LiveView`
 as a Tune callback; :class:`FewerNeighbours` gives a trial retried after a CUDA
 out-of-memory error a larger GPU share (:mod:`tuner.gpu_memory`).
@@ -249,7 +250,7 @@ class Exports(Callback):
     from the store, so every tracker receives exactly the Parquet row. Per-epoch figures go
     to the trackers as they arrive. The study export is rewritten at most every
     :data:`~tuner.optuna_export.EVERY_S` seconds (or :data:`EXPORT_RATIO` times its last
-    duration, when longer) as trials end, and when the search ends.
+    duration, when longer) as trials end; ``tuner.run`` writes the final one.
     Trackers only run for a local results folder (``MLFLOW_TRACKING_URI`` aside, they write
     files), which ``tuner.run`` checks.
     """
@@ -314,9 +315,52 @@ class Exports(Callback):
         self._ended(trial)
 
     def on_experiment_end(self, trials, **info) -> None:
-        self._export()
+        """Close the trackers; the final study export is ``tuner.run``'s, once the tables
+        are compacted (one export, reading one file per table)."""
         if self.tracking is not None:
             self.tracking.close()
+
+
+class Segments(Callback):
+    """Compacts the results tables as a search goes: a segment every :attr:`EVERY` trials.
+
+    A long search otherwise leaves one Parquet file per trial in each table until its end,
+    and every reader (``tuner.rank``, the report, the study export) then opens thousands of
+    files. After every :attr:`EVERY` trials that end, this packs the finished ones into one
+    more compacted file per table (``compact(merge=False)``, :mod:`tuner.compact`: each row
+    is written about once more, so the cost per trial stays flat), and ``tuner.run`` merges
+    the segments at the end. Placed after :class:`ResultsCallback` and :class:`Exports`, in
+    the driver thread that writes the rows: nothing writes the folder while it compacts.
+    Only for a local results folder (compaction swaps folders in one step).
+    """
+
+    #: Trials ended between two segments.
+    EVERY = 500
+
+    def __init__(self, exp_dir: str, every: int | None = None):
+        self.exp_dir = exp_dir
+        self.every = every or self.EVERY
+        self.ended = 0
+        self.enabled = "://" not in exp_dir
+
+    def _ended(self) -> None:
+        self.ended += 1
+        if not self.enabled or self.ended < self.every:
+            return
+        from tuner.compact import CompactionError, compact
+
+        self.ended = 0
+        try:
+            compact(self.exp_dir, merge=False)
+        except CompactionError as err:  # a filesystem without the atomic swap: files stay
+            print(f"note: results not compacted during the search: {err}", flush=True)
+            self.enabled = False
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._ended()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._ended()
 
 
 class LiveViewCallback(LiveView, Callback):
