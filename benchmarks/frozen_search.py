@@ -29,16 +29,19 @@ import argparse
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is a package of the project root
+    sys.path.insert(0, str(ROOT))
 
-from trainables.classify import Trial, run_trial
-from trainables.config import DataConfig, TrialConfig
-from trainables.data.dataset import prepare
-from trainables.models import create_model
+from benchmarks.common import frozen_setup  # noqa: E402
+from trainables.classify import Trial, run_trial  # noqa: E402
+from trainables.config import DataConfig, TrialConfig  # noqa: E402
+from trainables.data.dataset import prepare  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "NWPU-RESISC12"
 GRID = {
@@ -113,21 +116,6 @@ def _describe(s: dict) -> str:
     )
 
 
-def _smoke_setup(work: Path) -> tuple[DataConfig, str, str]:
-    data = DataConfig(
-        preset="synthetic",
-        root=str(work / "images"),
-        classes=["farmland", "water", "forest"],
-        synthetic={"per_class": 12, "size": 32, "seed": 0},
-        image_size=32,
-        split={"train": 0.5, "val": 0.25, "test": 0.25},
-    )
-    weights = work / "tiny_cnn-random.pt"
-    torch.manual_seed(0)
-    torch.save(create_model("tiny_cnn", 3, transfer="scratch").state_dict(), weights)
-    return data, "tiny_cnn", str(weights)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="dataset folder")
@@ -150,15 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         modes["off"] = {"feature_store": False}
     with tempfile.TemporaryDirectory(prefix="frozen-search-") as tmp:
         work = Path(tmp)
-        if args.smoke:
-            data, model, weights = _smoke_setup(work)
-            args.epochs = min(args.epochs, 2)
-        else:
-            data = DataConfig(
-                preset=args.preset, root=args.root, classes=args.classes, image_size=args.image_size
-            )
-            model, weights = args.model, args.weights
-        data = data.model_copy(update={"cache_dir": str(work / "cache")})
+        data, model, weights = frozen_setup(args, work, smoke_epochs=2)
         base = {
             "model": model,
             "transfer": "frozen",

@@ -26,6 +26,7 @@ Optuna's defaults and with the options tuner uses (:func:`tuner.tune.scale.tpe_s
 
     python benchmarks/scale.py                       # 250, 1,000, 4,000 trials (long)
     python benchmarks/scale.py --sizes 250 1000      # what fits
+    python benchmarks/scale.py --peer-sizes 250 1000 # the peer at the smaller sizes only
     python benchmarks/scale.py --quick               # a tiny form: it runs
 """
 
@@ -390,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--poll-s", type=float, default=0.5)
     p.add_argument("--no-peer", action="store_true", help="skip the plain Tune script")
+    p.add_argument(
+        "--peer-sizes",
+        type=int,
+        nargs="+",
+        help="run the plain Tune script at these sizes only (default: every size)",
+    )
     p.add_argument("--work", help="folder for the runs (default: a temporary one)")
     p.add_argument("--quick", action="store_true", help="a tiny form: 6 and 12 trials")
     args = p.parse_args(argv)
@@ -412,16 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work or stack.enter_context(tempfile.TemporaryDirectory()))
         work.mkdir(parents=True, exist_ok=True)
         ours, peer = [], []
-        for n in args.sizes:
-            ours.append(run_ours(work, args, n, env))
-            print(_line("tuner", ours[-1]), flush=True)
-            if not args.no_peer:
+        peer_sizes = [] if args.no_peer else (args.peer_sizes or args.sizes)
+        for n in sorted({*args.sizes, *peer_sizes}):
+            if n in args.sizes:
+                ours.append(run_ours(work, args, n, env))
+                print(_line("tuner", ours[-1]), flush=True)
+            if n in peer_sizes:
                 peer.append(run_peer(work, args, n, env))
                 print(_line("peer", peer[-1]), flush=True)
-        span = f"{args.sizes[0]} -> {args.sizes[-1]} trials"
         for label, runs in (("tuner", ours), ("peer", peer)):
             if len(runs) > 1:
                 t, b = growth(runs)
+                span = f"{runs[0].trials} -> {runs[-1].trials} trials"
                 print(f"{label}: time per trial growth: {t:.2f}x ({span})")
                 print(f"{label}: bytes per trial growth: {b:.2f}x ({span})")
         for n, (default, ours_s) in tpe_times(args.tpe_sizes, args.tpe_samples).items():

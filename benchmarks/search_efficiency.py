@@ -17,28 +17,37 @@ with the wall time of those epochs and ``epochs ratio: N.NN`` (TPE + ASHA over g
 target <= 1/3). A search that does not reach the target within the grid's total epochs
 counts that total.
 
+The trained curves can be saved (``--save-curves FILE``, JSON) and the comparison replayed
+from them (``--curves FILE``: no training), e.g. with other seeds, tolerances or ASHA settings.
+
     python benchmarks/search_efficiency.py --weights /tmp/acc/source-resnet18.pt
+    python benchmarks/search_efficiency.py --curves curves.json --seeds 10
     python benchmarks/search_efficiency.py --smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
+import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is a package of the project root
+    sys.path.insert(0, str(ROOT))
 
-from trainables.classify import Trial
-from trainables.config import DataConfig, TrialConfig
-from trainables.data.dataset import prepare
-from trainables.models import create_model
+from benchmarks.common import frozen_setup  # noqa: E402
+from trainables.classify import Trial  # noqa: E402
+from trainables.config import DataConfig, TrialConfig  # noqa: E402
+from trainables.data.dataset import prepare  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "NWPU-RESISC12"
 GRID = {
@@ -139,19 +148,36 @@ def tpe_asha_cost(
     return spent["epochs"], spent["seconds"], bool(spent["reached"])
 
 
-def _smoke_setup(work: Path) -> tuple[DataConfig, str, str]:
-    data = DataConfig(
-        preset="synthetic",
-        root=str(work / "images"),
-        classes=["farmland", "water", "forest"],
-        synthetic={"per_class": 12, "size": 32, "seed": 0},
-        image_size=32,
-        split={"train": 0.5, "val": 0.25, "test": 0.25},
+def trained(args) -> tuple[str, list[Curve]]:
+    """Train every grid cell (or load the curves of ``--curves``); (setup line, curves)."""
+    if args.curves:
+        saved = json.loads(Path(args.curves).read_text())
+        return saved["setup"], [Curve(**c) for c in saved["curves"]]
+    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
+        data, model, weights = frozen_setup(args, Path(tmp), smoke_epochs=3)
+        base = {"model": model, "transfer": "frozen", "weights": weights, "epochs": args.epochs}
+        grid = cells()
+        start = time.perf_counter()
+        curves = train_curves(grid, base, data, args.threads)
+        seconds = time.perf_counter() - start
+    setup = (
+        f"{model} frozen at {data.image_size} px, {len(grid)} grid cells (lr x batch x head x "
+        f"augmentation x weight decay) x {args.epochs} epochs, trained in {seconds:.0f} s "
+        "(features through the store)"
     )
-    weights = work / "tiny_cnn-random.pt"
-    torch.manual_seed(0)
-    torch.save(create_model("tiny_cnn", 3, transfer="scratch").state_dict(), weights)
-    return data, "tiny_cnn", str(weights)
+    if args.save_curves:
+        saved = {"setup": setup, "curves": [dataclasses.asdict(c) for c in curves]}
+        Path(args.save_curves).write_text(json.dumps(saved, indent=1))
+    return setup, curves
+
+
+def at_target(curves: list[Curve], target: float) -> list[tuple[dict, int]]:
+    """The cells that reach ``target``, with the first epoch at which they do."""
+    return [
+        (c.cell, next(e for e, a in enumerate(c.val_acc, 1) if a >= target))
+        for c in curves
+        if max(c.val_acc) >= target
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,30 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="sampler seeds (and grid orders)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--smoke", action="store_true", help="tiny generated data and model")
+    p.add_argument("--save-curves", help="write the trained curves to this JSON file")
+    p.add_argument("--curves", help="replay the curves of this JSON file (no training)")
     args = p.parse_args(argv)
-    if not args.smoke and not args.weights:
+    if not (args.smoke or args.weights or args.curves):
         p.error("--weights: a checkpoint file is required (ImageNet weights may be offline)")
-    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
-        work = Path(tmp)
-        if args.smoke:
-            data, model, weights = _smoke_setup(work)
-            args.epochs = min(args.epochs, 3)
-        else:
-            data = DataConfig(root=args.root, classes=args.classes, image_size=args.image_size)
-            model, weights = args.model, args.weights
-        data = data.model_copy(update={"cache_dir": str(work / "cache")})
-        base = {"model": model, "transfer": "frozen", "weights": weights, "epochs": args.epochs}
-        grid = cells()
-        start = time.perf_counter()
-        curves = train_curves(grid, base, data, args.threads)
-        trained = time.perf_counter() - start
+    setup, curves = trained(args)
     best = max(max(c.val_acc) for c in curves)
     target = best - args.tolerance
     total = sum(len(c.val_acc) for c in curves)
+    print(f"{setup}; grid best val acc {best:.4f}, target {target:.4f}")
+    reached = at_target(curves, target)
     print(
-        f"{model} frozen at {data.image_size} px, {len(grid)} grid cells (lr x batch x head x "
-        f"augmentation x weight decay) x {args.epochs} epochs, trained in {trained:.0f} s "
-        f"(features through the store); grid best val acc {best:.4f}, target {target:.4f}"
+        f"cells at the target: {len(reached)} of {len(curves)} (first epoch at it: "
+        + ", ".join(str(e) for _, e in reached)
+        + ")"
     )
     grid_runs = [grid_cost(curves, target, seed) for seed in range(args.seeds)]
     tpe_runs = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import runpy
 from pathlib import Path
@@ -85,3 +86,45 @@ def test_packed_trials_out_of_memory_are_retried_with_fewer_neighbours():
 
     with pytest.raises(RuntimeError, match="whole GPU"):
         run_packed(2, always_oom)
+
+
+def _curves(bench: dict, best_cell: int, epochs: int = 4) -> list:
+    """48 flat curves at 0.5; ``best_cell``'s climbs to 0.9 at its last epoch."""
+    out = []
+    for i, cell in enumerate(bench["cells"]()):
+        acc = [0.5] * epochs
+        if i == best_cell:
+            acc = [0.5 + 0.4 * e / (epochs - 1) for e in range(epochs)]
+        out.append(bench["Curve"](cell, acc, [0.5] * epochs))
+    return out
+
+
+def test_search_efficiency_costs_count_epochs_to_the_target():
+    bench = _script("search_efficiency")
+    curves = _curves(bench, best_cell=7)
+    order = list(range(48))
+    random.Random(1).shuffle(order)
+    # the grid pays every epoch of the cells before the best one, then 4 epochs of it
+    assert bench["grid_cost"](curves, 0.9, 1) == (
+        4 * order.index(7) + 4,
+        2.0 * (order.index(7) + 1),
+        True,
+    )
+    assert bench["grid_cost"](curves, 0.95, 1) == (192, 96.0, False)
+    assert bench["at_target"](curves, 0.8) == [(curves[7].cell, 4)]
+    epochs, seconds, reached = bench["tpe_asha_cost"](curves, 0.95, 0, 1, 3)
+    assert (epochs, reached) == (192, False) and seconds == 96.0  # never: the whole budget
+
+
+def test_search_efficiency_replays_saved_curves_to_the_same_figures(tmp_path, capsys):
+    bench = _script("search_efficiency")
+    saved = tmp_path / "curves.json"
+    assert (
+        bench["main"](["--smoke", "--threads", "1", "--epochs", "2", "--save-curves", str(saved)])
+        == 0
+    )
+    trained = capsys.readouterr().out
+    assert re.search(r"^epochs ratio: \d+\.\d\d \(TPE \+ ASHA over grid", trained, re.M), trained
+    assert re.search(r"^cells at the target: \d+ of 48", trained, re.M), trained
+    assert bench["main"](["--curves", str(saved)]) == 0
+    assert capsys.readouterr().out == trained  # deterministic: the same costs from the file

@@ -1,0 +1,1 @@
+"""Scripts that print performance figures (see the README's performance section)."""
