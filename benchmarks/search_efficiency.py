@@ -7,7 +7,8 @@ validation accuracy and wall time per epoch. Trials are deterministic (fixed see
 same stored features and views), so a search that picks a cell gets exactly that curve:
 TPE + ASHA is then run with Optuna (``TPESampler`` with a sampler seed and
 ``SuccessiveHalvingPruner``, Optuna's ASHA, reporting ``val_acc`` every epoch) over the
-recorded curves, one trial after another, instead of training the cells again.
+recorded curves, one trial after another, instead of training the cells again. The sampler
+has the options tuner's searches use (:func:`tuner.tune.scale.tpe_sampler`).
 
 Target: within ``--tolerance`` (0.5 points) of the grid's best validation accuracy. The
 grid's cost is the epochs it spends, cells in a random order, until its first epoch at the
@@ -112,13 +113,15 @@ def tpe_asha_cost(
     """(epochs, seconds, reached) of Optuna TPE + ASHA over the recorded curves."""
     import optuna
 
+    from tuner.tune.scale import tpe_sampler
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     by_cell = {tuple(c.cell.values()): c for c in curves}
     names = list(curves[0].cell)
     budget = sum(len(c.val_acc) for c in curves)
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=tpe_sampler(seed),  # the options of tuner's searches
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=eta),
     )
     spent = {"epochs": 0, "seconds": 0.0, "reached": False}

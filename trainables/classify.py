@@ -49,7 +49,14 @@ EpochCallback = Callable[[dict, Path | None], None]
 
 
 class Trial:
-    """The state of one training run (see :func:`train`)."""
+    """The state of one training run (see :func:`train`): the epoch loop, best-epoch
+    selection and the single test look.
+
+    Its parts live where their names say: how it computes in :mod:`trainables.arithmetic`,
+    its batches in :mod:`trainables.batches` (stored features: :mod:`trainables.features`),
+    its optimiser and schedule in :mod:`trainables.optim`, its checkpoint files in
+    :mod:`trainables.checkpoint`.
+    """
 
     def __init__(
         self,
