@@ -91,10 +91,9 @@ def test_pruner_keeps_the_newest_and_what_the_last_two_snapshots_name(tmp_path):
 
 @pytest.mark.slow
 def test_a_search_ends_compacted_and_reads_and_resumes(tmp_path, monkeypatch, capsys):
+    from tuner import compact as compact_mod
     from tuner.report.__main__ import main as report_main
     from tuner.run import main as run_main
-
-    from tuner import compact as compact_mod
     from tuner.tune import Segments
 
     monkeypatch.setenv("TUNER_TOY_EPOCH_S", "0.02")
@@ -154,4 +153,8 @@ def test_scale_benchmark_quick_form_prints_every_figure(tmp_path, capsys):
     assert re.search(r"^peer: time per trial growth: \d+\.\d\dx", out, re.M)
     assert re.search(r"^peer: bytes per trial growth: \d+\.\d\dx", out, re.M)
     assert re.search(r"TPE suggestion in a study of 12 trials: Optuna's defaults", out)
-    assert re.search(r"tuner.rank on 200 synthetic trials: per-trial files \d", out)
+    assert re.search(
+        r"tuner.rank on 200 synthetic trials: per-trial files \d+\.\d\d s; during a search "
+        r"\(a segment every 50 trials\) \d+\.\d\d s; compacted",
+        out,
+    ), out

@@ -6,9 +6,9 @@ packs the rows of every *finished* trial (a trials row with a
 :data:`~tuner.results.FINISHED_STATUSES` status; its epochs too) into one
 ``compacted-<id>.parquet`` per table, together with the rows of earlier compacted files.
 During a long search the driver adds segments (``merge=False``: a compacted file of the
-trials finished since the last one, every :data:`~tuner.tune.callbacks.Segments.EVERY`
-trials), so that the folder never holds more than that many per-trial files plus one file
-per segment, and readers stay fast while it runs.
+trials finished since the last one, every :data:`SEGMENT_TRIALS` trials that end), so that
+the folder never holds many more per-trial files than that, plus one file per segment, and
+readers stay fast while it runs.
 The files of other trials (failed, running, without a row) stay as they are: a resumed
 search retries failed trials and rewrites their files, and a finished trial is never
 written again, so every row lives in exactly one file. ``tuner.run`` compacts at the end of
@@ -53,6 +53,8 @@ from tuner.results import (
     filesystem,
 )
 
+#: Trials that end between two segments of a running search (see :func:`compact`).
+SEGMENT_TRIALS = 500
 #: Prefix of the hidden folders a compaction builds (and leaves when killed).
 LEFTOVER = ".compacting-"
 _AT_FDCWD = -100

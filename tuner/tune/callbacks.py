@@ -18,6 +18,7 @@ import ray
 from ray.tune import Callback
 
 from tuner.budget import Budget
+from tuner.compact import SEGMENT_TRIALS
 from tuner.gpu_memory import is_out_of_memory, next_share
 from tuner.live import LiveView, never_ran, status_of
 from tuner.packing import Packing
@@ -335,7 +336,7 @@ class Segments(Callback):
     """
 
     #: Trials ended between two segments.
-    EVERY = 500
+    EVERY = SEGMENT_TRIALS
 
     def __init__(self, exp_dir: str, every: int | None = None):
         self.exp_dir = exp_dir
