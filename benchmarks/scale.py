@@ -411,7 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--work", help="folder for the runs (default: a temporary one)")
     p.add_argument("--quick", action="store_true", help="a tiny form: 6 and 12 trials")
+    p.add_argument(
+        "--rank-only", action="store_true", help="only the tuner.rank timing (no search, no TPE)"
+    )
     args = p.parse_args(argv)
+    if args.rank_only:
+        args.sizes, args.no_peer, args.tpe_sizes = [], True, []
     if args.quick:
         args.sizes, args.epochs, args.concurrent, args.num_cpus = [6, 12], 4, 2, 2
         args.rank_trials, args.tpe_samples, args.tpe_sizes = 200, 2, [6, 12]
