@@ -414,9 +414,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rank-only", action="store_true", help="only the tuner.rank timing (no search, no TPE)"
     )
+    p.add_argument(
+        "--peer-only", action="store_true", help="only the plain Tune script (no TPE, no rank)"
+    )
     args = p.parse_args(argv)
     if args.rank_only:
         args.sizes, args.no_peer, args.tpe_sizes = [], True, []
+    if args.peer_only:
+        args.peer_sizes, args.sizes = args.peer_sizes or args.sizes, []
+        args.tpe_sizes, args.rank_trials = [], 0
     if args.quick:
         args.sizes, args.epochs, args.concurrent, args.num_cpus = [6, 12], 4, 2, 2
         args.rank_trials, args.tpe_samples, args.tpe_sizes = 200, 2, [6, 12]
@@ -458,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         from tuner.compact import SEGMENT_TRIALS
 
         every = SEGMENT_TRIALS if not args.quick else 50
+        if not args.rank_trials:
+            return 0
         r = synthetic_rank(work, args.rank_trials, every)
         print(
             f"tuner.rank on {args.rank_trials} synthetic trials: per-trial files "
