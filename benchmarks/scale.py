@@ -291,7 +291,8 @@ def synthetic_results(
     ASHA-like epochs run (1, 3, 9 or 20: grace 1, eta 3), every fifth trial stopped at its
     first epoch, one in fifty failed; the figures come from :func:`trainables.toy.score`.
     With ``segment_every``, a segment is compacted after every that many trials, as a
-    search's driver does (:class:`tuner.tune.callbacks.Segments`).
+    search's driver does (:class:`tuner.tune.callbacks.Segments`), timed so that the folder
+    ends with the most per-trial files a search leaves (``segment_every - 1``).
     """
     import random
     from datetime import datetime, timezone
@@ -302,6 +303,8 @@ def synthetic_results(
 
     rng = random.Random(seed)
     store = ResultsStore(root, "scale")
+    every = segment_every or trials + 1
+    segments = set(range(trials - every + 1, 0, -every))
     now = datetime.now(timezone.utc)
     for i in range(trials):
         trial_id = f"{seed:05x}_{i:05d}"
@@ -337,7 +340,7 @@ def synthetic_results(
                 "end_time": now,
             }
         )
-        if segment_every and (i + 1) % segment_every == 0:
+        if i + 1 in segments:
             compact(store.dir, merge=False)
     return Path(store.dir)
 
