@@ -234,7 +234,7 @@ def compact(exp_dir: str, *, merge: bool = True) -> Compaction:
         merge: Rewrite the earlier compacted files into the new one, leaving one file per
             table (the default). ``False`` adds a *segment*: one more compacted file holding
             only the newly finished trials, so that a search compacting as it goes writes
-            each row about once, not once per compaction.
+            each row into one segment, not once per compaction.
 
     Raises:
         CompactionError: a folder that is not local, or a filesystem without

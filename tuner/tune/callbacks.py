@@ -329,7 +329,7 @@ class Segments(Callback):
     and every reader (``tuner.rank``, the report, the study export) then opens thousands of
     files. After every :attr:`EVERY` trials that end, this packs the finished ones into one
     more compacted file per table (``compact(merge=False)``, :mod:`tuner.compact`: each row
-    is written about once more, so the cost per trial stays flat), and ``tuner.run`` merges
+    goes into one segment, so the cost per trial stays flat), and ``tuner.run`` merges
     the segments at the end. Placed after :class:`ResultsCallback` and :class:`Exports`, in
     the driver thread that writes the rows: nothing writes the folder while it compacts.
     Only for a local results folder (compaction swaps folders in one step).
