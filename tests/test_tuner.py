@@ -143,6 +143,18 @@ def test_grid_covers_every_cell_and_seed(tmp_path):
     assert (trials["status"] == "completed").all() and len(epochs) == 12 * 3
 
 
+def test_optuna_runs_each_configuration_once_and_ends_with_the_space(tmp_path):
+    spec = _toy_spec(
+        search={"algorithm": "optuna", "num_samples": 20, "max_concurrent": 2, "seeds": 1}
+    )
+    results = tmp_path / "results"
+    assert main([_write(tmp_path, spec), "--results", str(results), "--num-cpus", "2"]) == 0
+    trials, _ = load(results / "toy")
+    cells = trials.groupby(["lr", "batch_size"]).size()
+    assert len(trials) == 3 * 2 and len(cells) == 6 and (cells == 1).all()
+    assert (trials["status"] == "completed").all()
+
+
 def test_fractional_gpus_pack_four_trials_per_logical_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNER_TOY_EPOCH_S", "0.6")
     spec = _toy_spec(

@@ -14,6 +14,7 @@ Modules, by job:
 * :mod:`tuner.tune.schedulers`: ASHA rebuilt on resume; the time budget.
 * :mod:`tuner.tune.scale`: snapshot period, checkpoint pruning and TPE options that keep
   the cost per trial flat as a search grows.
+* :mod:`tuner.tune.distinct`: Optuna's TPE that runs each configuration once.
 * :mod:`tuner.tune.assemble`: the ``tune.Tuner`` of a spec, and :func:`run_search`.
 
 Fault tolerance: a trial that crashes, or whose node dies, is retried from its last
@@ -39,6 +40,7 @@ from tuner.tune.callbacks import (  # noqa: E402
     ResultsCallback,
     Segments,
 )
+from tuner.tune.distinct import DistinctOptunaSearch, finite_space  # noqa: E402
 from tuner.tune.errors import error_message, trial_error  # noqa: E402
 from tuner.tune.scale import CheckpointPruner, adaptive_snapshots, tpe_sampler  # noqa: E402
 from tuner.tune.schedulers import BudgetASHA, BudgetFIFO, ResumableASHA, TimeBudget  # noqa: E402
@@ -60,6 +62,7 @@ __all__ = [
     "BudgetASHA",
     "BudgetFIFO",
     "CheckpointPruner",
+    "DistinctOptunaSearch",
     "Exports",
     "FewerNeighbours",
     "LiveViewCallback",
@@ -73,6 +76,7 @@ __all__ = [
     "can_resume",
     "code_skew_on_nodes",
     "error_message",
+    "finite_space",
     "init_ray",
     "job_client",
     "missing_on_nodes",

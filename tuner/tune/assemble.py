@@ -12,7 +12,6 @@ import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
 from tuner.budget import Budget
 from tuner.packing import Packing
@@ -25,6 +24,7 @@ from tuner.tune.callbacks import (
     ResultsCallback,
     Segments,
 )
+from tuner.tune.distinct import DistinctOptunaSearch
 from tuner.tune.scale import CheckpointPruner, adaptive_snapshots, tpe_sampler
 from tuner.tune.schedulers import BudgetASHA, BudgetFIFO, ResumableASHA
 from tuner.tune.trainable import trainable
@@ -51,19 +51,21 @@ def _scheduler(spec: Spec, results_root: str, budget: Budget | None):
 
 
 def _sampling(spec: Spec, packing: Packing) -> tuple[dict, object, int]:
-    """``(param_space, search_alg, num_samples)``: every grid cell, or Optuna's TPE."""
+    """``(param_space, search_alg, num_samples)``: every grid cell, or Optuna's TPE (each
+    configuration run once: :class:`~tuner.tune.distinct.DistinctOptunaSearch`)."""
     s = spec.search
     if s.algorithm == "grid":
         return {"cell": tune.grid_search(grid_cells(spec))}, None, 1
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search_alg = OptunaSearch(
+    search_alg = DistinctOptunaSearch(
         OptunaSpace(spec.params, s.seed_list[0]),
         metric=s.metric,
         mode=s.mode,
         sampler=tpe_sampler(s.sampler_seed),
         points_to_evaluate=[dict(p) for p in s.points] or None,
+        draw_seed=s.sampler_seed,
     )
     if packing.concurrent:
         search_alg = ConcurrencyLimiter(search_alg, max_concurrent=packing.concurrent)
