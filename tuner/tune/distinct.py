@@ -13,11 +13,12 @@ each configuration once:
 * after :data:`REASKS` repeats in a row, in a finite space (every parameter a choice or an
   integer range, at most :data:`MAX_CELLS` configurations), the next trial is a
   configuration never tried, drawn at random (seeded by ``search.sampler_seed``);
-* when every configuration of a finite space has run, the search is finished, however
-  many ``num_samples`` it asked for.
+* when every configuration of a finite space has run or is running, the search is
+  finished, however many ``num_samples`` it asked for.
 
 A space with a continuous parameter has no repeats to speak of (a float is sampled again
-with probability 0); there, after :data:`REASKS` repeats the repeat runs.
+with probability 0); there, after :data:`REASKS` repeats the next suggestion runs, repeat
+or not.
 
 The searcher is Ray's ``OptunaSearch`` otherwise (its sampler, its study, its snapshot:
 the known results and the running trials are pickled with it, so a resumed search keeps
