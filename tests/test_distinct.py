@@ -117,3 +117,15 @@ def test_a_continuous_space_is_never_finished_by_the_searcher():
     search = _search(_space(lr={"loguniform": [1e-4, 1e-1]}, batch_size=[16, 64]))
     out = _run(search, 15)
     assert all(isinstance(c, dict) for c in out) and len({c["lr"] for c in out}) == 15
+
+
+def test_a_failed_or_pruned_configuration_is_not_run_again():
+    search = _search(_space(lr=[1e-3, 1e-2, 3e-2], batch_size=16))
+    failed, pruned = search.suggest("t0"), search.suggest("t1")
+    search.on_trial_complete("t0", None, error=True)
+    search.on_trial_complete("t1", None)
+    rest = _run(search, 10, first=2)
+    assert rest[-1] == "FINISHED" and len(rest) == 2
+    assert len({failed["lr"], pruned["lr"], rest[0]["lr"]}) == 3
+    states = {t.state.name for t in search._ot_study.get_trials(deepcopy=False)}
+    assert {"FAIL", "PRUNED", "COMPLETE"} <= states

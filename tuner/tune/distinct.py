@@ -28,7 +28,6 @@ them).
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Callable
 
@@ -150,9 +149,12 @@ class DistinctOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
         if k is None:
             return
-        value = (result or {}).get(self.metric)
-        state = _state(value, error)
-        self._results[k] = (value if state == TrialState.COMPLETE else None, state)
+        told = self._ot_study.get_trials(deepcopy=False)[self._ot_trials[trial_id].number]
+        if told.state == TrialState.COMPLETE:
+            self._results[k] = (told.value, told.state)
+        else:  # pruned, failed, or left running by a value the study refused
+            finished = told.state.is_finished()
+            self._results[k] = (None, told.state if finished else TrialState.FAIL)
 
     def _start(self, trial_id: str, k: Key, config: dict) -> dict:
         self._running[trial_id] = k
@@ -173,12 +175,3 @@ class DistinctOptunaSearch(OptunaSearch):
             return None
         started = set(self._results) | set(self._running.values())
         return [c for c in self._cells if key(c) not in started]
-
-
-def _state(value, error: bool) -> TrialState:
-    """The state a finished trial is told with (as Ray's ``OptunaSearch`` tells it)."""
-    if value is None:
-        return TrialState.FAIL if error else TrialState.PRUNED
-    if isinstance(value, float) and math.isnan(value):
-        return TrialState.FAIL
-    return TrialState.COMPLETE
