@@ -134,6 +134,26 @@ def test_optuna_asha_search_writes_typed_tables(tmp_path, capsys):
     assert len(load(results / "e2e_b")[0]) == 2
 
 
+def test_uri_results_share_the_pretraining_stage_through_the_results(tmp_path, monkeypatch):
+    """With URI results (``file://`` here, as ``s3://``/``gs://``) the stage's checkpoint is
+    uploaded to ``<results>/_pretrained/`` and trials read it from there; the driver's
+    working directory gets nothing (before, ``./_pretrained`` was written there)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    spec = _write(tmp_path, _classify_spec(num_samples=2))
+    monkeypatch.chdir(cwd)
+    results = tmp_path / "results"
+    argv = [spec, "--results", f"file://{results}", "--laptop", "--num-cpus", "2"]
+    assert main([*argv, "--set", "factors.transfer=frozen"]) == 0
+    assert list(cwd.iterdir()) == []
+    (uploaded,) = (results / "_pretrained").glob("tiny_cnn-*/best.pt")
+    local = tmp_path / "cache" / "pretrained" / uploaded.parent.name / "best.pt"
+    assert local.read_bytes() == uploaded.read_bytes()
+    trials, _ = load(results / "e2e")
+    assert len(trials) == 2 and (trials["weights"] == "pretrain").all()
+    assert trials["status"].isin(["completed", "early-stopped"]).all()
+
+
 def test_grid_covers_every_cell_and_seed(tmp_path):
     results = tmp_path / "results"
     assert main([_write(tmp_path, _toy_spec()), "--results", str(results), "--num-cpus", "2"]) == 0

@@ -244,7 +244,6 @@ def _begin(args, spec: Spec, smoke, store, lock, held: list, manifest) -> dict[s
         _Refused: Another live driver holds the experiment.
     """
     from tuner.lock import ExperimentLocked
-    from tuner.results import filesystem
     from tuner.spec import referenced
 
     try:
@@ -262,11 +261,7 @@ def _begin(args, spec: Spec, smoke, store, lock, held: list, manifest) -> dict[s
         return {}
     from tuner.pretrain import pretrain_all
 
-    local_results = "://" not in str(args.results)
-    _, base = filesystem(args.results)
-    return pretrain_all(
-        spec, base if local_results else ".", max_batches=smoke and smoke.max_batches
-    )
+    return pretrain_all(spec, args.results, max_batches=smoke and smoke.max_batches)
 
 
 def _announce(spec: Spec, smoke, packing, resources: dict, short) -> None:

@@ -98,8 +98,16 @@ def trainable(
             reported = True
             tune.report(payload, checkpoint=Checkpoint.from_directory(str(directory)))
 
+        params = flat_params(config)
+        if params.get("weights") == "pretrain" and params.get("model") in pretrained:
+            from tuner.pretrain import local_checkpoint
+
+            # A remote stage (s3://, gs://, file:// results) is downloaded once per node.
+            model = params["model"]
+            cache_dir = (data or {}).get("cache_dir")
+            pretrained = {**pretrained, model: local_checkpoint(pretrained[model], cache_dir)}
         module.run_trial(
-            flat_params(config),
+            params,
             data=DataConfig.model_validate(data) if data else None,
             report=report,
             checkpoint_dir=work_dir,
