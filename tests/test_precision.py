@@ -11,6 +11,7 @@ from trainables import arithmetic
 from trainables.arithmetic import uses_bf16
 from trainables.classify import Trial
 from trainables.config import DataConfig, TrialConfig
+from trainables.models import create_model
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -84,3 +85,38 @@ def test_forward_passes_run_in_the_configured_precision(data_cfg, precision, dty
     conv = next(m for m in trial.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=layout)
     assert all(p.dtype == torch.float32 for p in trial.model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("transfer", "layout"), [("frozen", "channels_last"), ("finetune", "nchw")]
+)
+def test_float32_cpu_layout_follows_whether_convolutions_train(
+    data_cfg, tmp_path, transfer, layout
+):
+    """A frozen backbone only runs gradient-free forward passes, faster channels-last on the
+    CPU; a trial that trains its convolutions gets NCHW (see :mod:`trainables.arithmetic`).
+    The layout is part of the feature-store key (the sums run in another order)."""
+    weights = tmp_path / "tiny.pt"
+    torch.save(create_model("tiny_cnn", 3, transfer="scratch").state_dict(), weights)
+    cfg = TrialConfig(
+        data=data_cfg,
+        model="tiny_cnn",
+        transfer=transfer,
+        weights=str(weights),
+        augmentation="aerial",
+        feature_views=0,  # a frozen trial runs its backbone every epoch: the hook sees it
+        epochs=1,
+        batch_size=8,
+        max_batches=1,
+        num_threads=1,
+        precision="fp32",
+    )
+    trial = Trial(cfg, log=lambda _: None)
+    x, computed = _first_conv_input(trial)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert computed == torch.float32 and x.is_contiguous(memory_format=fmt)
+    conv = next(m for m in trial.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=fmt)
+    assert trial.arithmetic.layout_name == layout
+    if transfer == "frozen":
+        assert f" fp32 {layout} " in trial._frozen_features().key["preprocessing"]

@@ -3,9 +3,14 @@ layout of its batches and weights (``TrialConfig.precision``).
 
 The decoded cache and the augmentations hand out channels-last uint8 batches. GPU steps and
 bf16 steps run channels-last, the model converted to match (on this project's development
-CPU, resnet18 at 64 px in bf16: inference about 35 % faster than on NCHW, training on par);
-float32 convolutions on the CPU are faster on contiguous NCHW (training about 20 % faster,
-inference about 25 %), so batches are made contiguous there.
+CPU, resnet18 at 64 px in bf16: inference about 35 % faster than on NCHW, training on par).
+On the CPU in float32 it depends on what the convolutions do (torch 2.14, 2 cores,
+resnet18 at 64 px): training steps are faster on contiguous NCHW (batch 32: 98 vs 83
+images/s), so a trial that trains convolutions gets contiguous batches; a frozen backbone
+only runs forward passes without gradients, which are faster channels-last (batch 256:
+417-441 vs 298-300 images/s on 2 threads, 241 vs 156 on one; on an AMD EPYC without
+AMX, torch 2.14.1: 536-548 vs 397-405 on 2 threads, 323 vs 248 on one), so a frozen trial
+stays channels-last.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class Arithmetic:
         precision: ``TrialConfig.precision`` (``auto``, ``fp32`` or ``bf16``).
         normalization: The model's input (mean, std), applied to every uint8 batch.
         device: Where to compute (default: the GPU when there is one, else the CPU).
+        trains_convolutions: Whether backward passes run through the convolutions
+            (``False`` for a frozen backbone: channels-last also in float32 on the CPU).
     """
 
     def __init__(
@@ -54,16 +61,24 @@ class Arithmetic:
         precision: str,
         normalization: tuple,
         device: torch.device | None = None,
+        *,
+        trains_convolutions: bool = True,
     ):
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bf16 = uses_bf16(precision, self.device)
-        self.channels_last = self.bf16 or self.device.type == "cuda"
+        self.channels_last = self.bf16 or self.device.type == "cuda" or not trains_convolutions
         self.normalize = Normalize(*normalization).to(self.device)
 
     @property
     def dtype_name(self) -> str:
         """``bf16`` or ``fp32``: what the forward passes compute in (a feature-store key)."""
         return "bf16" if self.bf16 else "fp32"
+
+    @property
+    def layout_name(self) -> str:
+        """``channels_last`` or ``nchw``: the layout of the convolutions (a feature-store key:
+        the two sum in different orders)."""
+        return "channels_last" if self.channels_last else "nchw"
 
     def place(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` on the device, channels-last where the batches are."""

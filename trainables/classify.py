@@ -99,7 +99,9 @@ class Trial:
         )
         self.params, self.trainable_params = count_parameters(model)
         self.macs = count_macs(model, cfg.data.image_size)
-        self.arithmetic = Arithmetic(cfg.precision, model.normalization)
+        self.arithmetic = Arithmetic(
+            cfg.precision, model.normalization, trains_convolutions=cfg.transfer != "frozen"
+        )
         self.device = self.arithmetic.device
         self.model: Classifier = self.arithmetic.place(model)
         self.loss_fn = loss_function(cfg.head)
@@ -144,7 +146,7 @@ class Trial:
                 "weights": weights_identity(cfg.weights),
                 "image_size": cfg.data.image_size,
                 "preprocessing": f"mean={list(mean)} std={list(std)} {self.device.type} "
-                f"{self.arithmetic.dtype_name} "
+                f"{self.arithmetic.dtype_name} {self.arithmetic.layout_name} "
                 f"torch {torch.__version__}",
             },
             augmentation=cfg.augmentation,
