@@ -85,7 +85,8 @@ def backbone_passes(counts: dict[str, int], epochs: int, mode: str, n_cells: int
 def run_search(
     mode: dict, cells_: list[dict], base: dict, data: DataConfig, work: Path, threads: int
 ) -> tuple[float, list[dict]]:
-    """Run every cell one after another; (wall seconds, one summary per cell)."""
+    """Run every cell one after another; (wall seconds, one summary per cell). A line per
+    finished trial goes to stderr (a long run shows where it is)."""
     summaries = []
     start = time.perf_counter()
     for i, cell in enumerate(cells_):
@@ -100,6 +101,8 @@ def run_search(
         )
         summaries.append({**cell, **summary})
         shutil.rmtree(directory, ignore_errors=True)
+        elapsed = time.perf_counter() - start
+        print(f"  trial {i + 1}/{len(cells_)}: {elapsed:.1f} s", file=sys.stderr, flush=True)
     return time.perf_counter() - start, summaries
 
 
@@ -186,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         if [s["test_acc"] for s in store if s["augmentation"] == aug]
         == [s["test_acc"] for s in off if s["augmentation"] == aug]
     ]
-    print(f"identical test accuracy in every trial of: {', '.join(same) or 'none'}")
+    if same:
+        names = ", ".join(f"'{aug}'" for aug in same)
+        print(f"identical test accuracy in every trial of augmentation {names}")
+    else:
+        print("identical test accuracy in the trials of no augmentation")
     print(
         f"speed-up: {off_wall / store_wall:.1f}x (whole search wall time; best test acc "
         f"store {best(store)['test_acc']:.4f} vs off {best(off)['test_acc']:.4f}; target >= 8x)"
