@@ -116,6 +116,50 @@ def test_checkpoints_and_best_weights_transfer(data_cfg, tmp_path):
     assert model.normalization == tuple(tuple(x) for x in best["normalization"])
 
 
+def test_frozen_best_weights_share_the_backbone_and_best_pt_stays_whole(data_cfg, tmp_path):
+    """A new best epoch of a frozen trial copies the head only: the backbone tensors of
+    every best-weights copy are one copy of the weights file's, and ``best.pt`` still holds
+    the whole model, with the head of the best epoch."""
+    source = tmp_path / "source"
+    train(_cfg(data_cfg, epochs=1), checkpoint_dir=source, log=lambda s: None)
+    cfg = _cfg(data_cfg, transfer="frozen", weights=str(source / BEST), epochs=4, lr=3e-2)
+    trial = Trial(cfg, log=lambda s: None)
+    copies: list[dict] = []
+
+    def keep(metrics, directory):
+        if metrics["best_epoch"] == metrics["epoch"]:
+            copies.append(trial.best_state)
+
+    trial.fit(tmp_path / "trial", keep)
+    assert len(copies) >= 2, "the test needs two new best epochs"
+    live = trial.model.state_dict()
+    backbone = [k for k in live if k.startswith("backbone.")]
+    head = [k for k in live if not k.startswith("backbone.")]
+    for k in backbone:
+        assert all(c[k].data_ptr() == copies[0][k].data_ptr() for c in copies), k
+        assert copies[0][k].data_ptr() != live[k].data_ptr(), k
+    assert any(not torch.equal(copies[0][k], copies[-1][k]) for k in head)
+    assert all(copies[0][k].data_ptr() != copies[-1][k].data_ptr() for k in head)
+    best = torch.load(tmp_path / "trial" / BEST, weights_only=True)
+    assert set(best["model"]) == set(live) and best["epoch"] == trial.best["epoch"]
+    source_state = torch.load(source / BEST, weights_only=True)["model"]
+    for k in backbone:
+        assert torch.equal(best["model"][k], source_state[k]), k
+    for k in head:
+        assert torch.equal(best["model"][k], copies[-1][k]), k
+
+
+@pytest.mark.parametrize(("optimizer", "fused"), [("adam", True), ("adamw", True), ("sgd", None)])
+def test_adam_steps_with_the_fused_kernel_on_the_cpu(data_cfg, optimizer, fused):
+    trial = Trial(_cfg(data_cfg, optimizer=optimizer, max_batches=1, epochs=1), log=lambda s: None)
+    assert trial.optimizer.defaults.get("fused") is fused
+    before = [p.detach().clone() for p in trial.model.head.parameters()]
+    trial.fit()
+    assert any(
+        not torch.equal(b, p) for b, p in zip(before, trial.model.head.parameters(), strict=True)
+    )
+
+
 @pytest.mark.parametrize(
     ("optimizer", "schedule", "head"), [("sgd", "step", "svm"), ("adamw", "cosine", "mlp")]
 )

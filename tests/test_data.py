@@ -144,6 +144,24 @@ def test_cache_is_reused_and_invalidated_when_files_change(tmp_path):
     assert changed.directory != first.directory
 
 
+def test_scan_lists_image_files_by_suffix_case_blind_and_follows_links(tmp_path):
+    root = make_nwpu(tmp_path / "s", classes=("airplane", "bridge"), per_class=2)
+    folder = root / "airplane"
+    image = sorted(folder.iterdir())[0]
+    shutil.copy(image, folder / "LOUD.JPG")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "album.jpg").mkdir()  # a folder with an image suffix
+    (folder / "linked.jpg").symlink_to(image)
+    (folder / "dangling.jpg").symlink_to(folder / "gone.jpg")
+    s = scan(root, get_preset("folder"))
+    airplane = [f for f, label in zip(s.files, s.labels, strict=True) if label == 0]
+    originals = [f"airplane/{p.name}" for p in folder.glob("airplane_*")]
+    assert airplane == sorted([*originals, "airplane/LOUD.JPG", "airplane/linked.jpg"])
+    bridge = sorted(f"bridge/{p.name}" for p in (root / "bridge").iterdir())
+    assert s.files == [*airplane, *bridge]
+    assert s.fixed_split == [None] * len(s.files)
+
+
 def test_inspect_cli(tmp_path, capsys):
     root = make_nwpu(tmp_path / "i", classes=("airplane", "bridge"), per_class=5)
     add_oddities(root / "bridge")

@@ -250,6 +250,34 @@ def test_plain_torchvision_state_dict_loads_and_skips_imagenet_head(tmp_path: Pa
     assert model.normalization == IMAGENET_NORMALIZATION
 
 
+def test_a_weights_file_backbone_is_not_randomly_initialised_first(tmp_path: Path) -> None:
+    """The file replaces every backbone tensor, so the backbone is built without its random
+    init: the head draws from the seed as if no backbone had been built, and a
+    ``num_batches_tracked`` the file lacks is zero, not uninitialised memory."""
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "r18.pth")
+    torch.manual_seed(7)
+    model = create_model("resnet18", 4, transfer="frozen", weights=tmp_path / "r18.pth")
+    torch.manual_seed(7)
+    alone = nn.Linear(512, 4)
+    assert torch.equal(model.head[0].weight, alone.weight)
+    assert torch.equal(model.head[0].bias, alone.bias)
+    loaded = model.backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("fc."))
+    tracked = {k: v for k, v in loaded.items() if "num_batches" in k}
+    assert tracked and all(int(v) == 0 for v in tracked.values())
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_a_builder_that_needs_real_tensors_still_loads_its_file(tmp_path: Path) -> None:
+    """RegNet's builder computes its widths with tensors, which the meta device cannot."""
+    state = torchvision.models.regnet_x_400mf(weights=None).state_dict()
+    torch.save(state, tmp_path / "regnet.pth")
+    model = create_model("regnet_x_400mf", 3, transfer="finetune", weights=tmp_path / "regnet.pth")
+    assert_backbone_equals(model, state, skip="fc.")
+
+
 def test_googlenet_file_with_aux_classifiers_loads(tmp_path: Path) -> None:
     source = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
     torch.save(source.state_dict(), tmp_path / "g.pth")

@@ -111,6 +111,7 @@ class Trial:
         self.history: list[dict] = []
         self.best: dict = {"epoch": 0, "val_acc": -1.0, "val_loss": float("inf")}
         self.best_state: dict | None = None
+        self._frozen_copy: dict[str, torch.Tensor] | None = None
         auto = cfg.transfer == "frozen" and (cfg.augmentation == "none" or cfg.feature_views != 0)
         self.backbone_once = auto if backbone_once is None else backbone_once and auto
         self.features: FrozenFeatures | None = None
@@ -238,6 +239,26 @@ class Trial:
         return metrics
 
     # ---------------------------------------------------------------------- checkpoints
+    def _weights_copy(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the model's weights (the best epoch's, for ``best.pt`` and the test).
+
+        A frozen backbone never changes (no gradient, BatchNorm in eval mode), so its tensors
+        are copied once per trial and shared by every later copy: a new best epoch of a
+        frozen resnet18 then copies its head, not the 45 MB backbone again.
+        """
+        frozen = self.cfg.transfer == "frozen"
+        if frozen and self._frozen_copy is None:
+            self._frozen_copy = {
+                k: v.detach().to("cpu", copy=True)
+                for k, v in self.model.state_dict().items()
+                if k.startswith("backbone.")
+            }
+        shared = self._frozen_copy if frozen else {}
+        return {
+            k: shared[k] if k in shared else v.detach().to("cpu", copy=True)
+            for k, v in self.model.state_dict().items()
+        }
+
     def save(self, directory: Path) -> None:
         """Write ``checkpoint.pt`` (resumable state) and ``best.pt`` (best weights)."""
         checkpoint.save(self, directory)
@@ -261,9 +282,7 @@ class Trial:
             ):
                 self.best = {k: metrics[k] for k in ("epoch", "val_acc", "val_loss")}
                 self.best.update(val_f1=metrics["val_f1"], val_kappa=metrics["val_kappa"])
-                self.best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
-                }
+                self.best_state = self._weights_copy()
             metrics["best_epoch"], metrics["best_val_acc"] = (
                 self.best["epoch"],
                 self.best["val_acc"],
@@ -285,7 +304,7 @@ class Trial:
     def test(self) -> dict:
         """Evaluate the best-validation weights on the test split (the only test look)."""
         if self.best_state is not None:
-            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            current = self._weights_copy()
             self.model.load_state_dict(self.best_state)
         result = self.evaluate("test", full=True)
         if self.best_state is not None:

@@ -34,8 +34,9 @@ def default_cache_dir() -> Path:
 def cache_key(scan: Scan, size: int) -> str:
     """Hash of the file list (path, byte size, mtime) and the pixel size."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{scan.root.resolve()}|{size}".encode())
+    root = str(scan.root)
     for rel in scan.files:
-        st = (scan.root / rel).stat()
+        st = os.stat(os.path.join(root, rel))
         h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
 

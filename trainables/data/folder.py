@@ -10,6 +10,7 @@ Layouts understood (for every preset):
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,22 @@ def _class_folders(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _image_names(directory: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """Sorted names of the files (symbolic links followed) in ``directory`` whose suffix,
+    lower-cased, is one of ``suffixes``.
+
+    :func:`os.scandir` with plain strings: every trial scans its dataset again (a file
+    added, removed or changed must not be missed), and ``pathlib`` per file cost three
+    quarters of a scan of 3,600 images.
+    """
+    with os.scandir(directory) as entries:
+        return sorted(
+            e.name
+            for e in entries
+            if os.path.splitext(e.name)[1].lower() in suffixes and e.is_file()
+        )
+
+
 def scan(root: str | Path, preset: Preset, classes: list[str] | None = None) -> Scan:
     """List the image files of a dataset in ``preset``'s layout.
 
@@ -126,15 +143,11 @@ def scan(root: str | Path, preset: Preset, classes: list[str] | None = None) -> 
                 if presplit:
                     notes.append(f"class {cls!r} has no folder in split {parent.name!r}")
                 continue
-            names = sorted(
-                p.name
-                for p in directory.iterdir()
-                if p.is_file() and p.suffix.lower() in preset.suffixes
-            )
-            for name in names:
-                files.append((directory / name).relative_to(base).as_posix())
-                labels.append(label)
-                fixed.append(parent.name if presplit else None)
+            prefix = directory.relative_to(base).as_posix()
+            names = _image_names(directory, preset.suffixes)
+            files.extend(f"{prefix}/{name}" for name in names)
+            labels.extend([label] * len(names))
+            fixed.extend([parent.name if presplit else None] * len(names))
     if not files:
         raise FileNotFoundError(
             f"no image files with suffixes {list(preset.suffixes)} under {str(base)!r}"
