@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.error import URLError
 from urllib.parse import urlparse
 
@@ -44,6 +44,8 @@ from torchvision.models import WeightsEnum, get_model, get_model_weights
 from trainables import config, timm_models
 from trainables.numbers import si
 from trainables.timm_models import is_timm
+
+_T = TypeVar("_T")
 
 Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]
 """Per-channel ``(mean, std)`` the input images must be normalised with."""
@@ -642,14 +644,16 @@ def _backbone_without_init(
     and backbones with buffers outside the state dict, which no file holds, are built as
     usual.
     """
-    try:
-        with torch.device("meta"):
-            part = _build_backbone(name, kind, value, weights, image_size)
-    except (NotImplementedError, RuntimeError):
+
+    def build() -> _Backbone:
         return _build_backbone(name, kind, value, weights, image_size)
+
+    part = on_meta(build)
+    if part is None:
+        return build()
     stored = part.backbone.state_dict().keys()
     if any(key not in stored for key, _ in part.backbone.named_buffers()):
-        return _build_backbone(name, kind, value, weights, image_size)
+        return build()
     part.backbone.to_empty(device="cpu")
     for key, buffer in part.backbone.named_buffers():
         if key.endswith("num_batches_tracked"):
@@ -770,12 +774,18 @@ def check_weights_file(name: str, path: str | Path, *, image_size: int = 224) ->
     def build() -> Classifier:
         return create_model(name, 2, transfer="scratch", image_size=image_size)
 
+    model = on_meta(build)
+    _fitting_state(model if model is not None else build(), path)
+
+
+def on_meta(build: Callable[[], _T]) -> _T | None:
+    """``build()`` on the ``meta`` device (shapes only: no memory, no initialisation), or
+    ``None`` for builders that compute with tensor values (RegNet's widths)."""
     try:
         with torch.device("meta"):
-            model = build()
+            return build()
     except (NotImplementedError, RuntimeError):
-        model = build()  # builders that compute widths with tensor ops (RegNet)
-    _fitting_state(model, path)
+        return None
 
 
 def _fitting_state(model: Classifier, path: str | Path) -> tuple[dict[str, Tensor], Any]:
@@ -873,17 +883,14 @@ def model_stats(
     ``frozen`` trains the head only, ``scratch`` and ``finetune`` everything.
     """
 
-    def build() -> Classifier:
-        return create_model(name, num_classes, head=head, transfer="scratch", image_size=image_size)
+    def build() -> tuple[Classifier, int]:
+        model = create_model(
+            name, num_classes, head=head, transfer="scratch", image_size=image_size
+        )
+        return model, count_macs(model, image_size)
 
-    try:
-        with torch.device("meta"):
-            model = build()
-        macs = count_macs(model, image_size)
-    except (NotImplementedError, RuntimeError):
-        # A few builders (RegNet) compute their widths with tensor ops, which meta cannot run.
-        model = build()
-        macs = count_macs(model, image_size)
+    built = on_meta(build)
+    model, macs = built if built is not None else build()
     total, _ = count_parameters(model)
     head_params, _ = count_parameters(model.head)
     pretrainable = name not in _NO_PRETRAINED
